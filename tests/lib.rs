@@ -1,0 +1,1 @@
+//! Helpers shared by the acceptance tests (the data lives beside this file).
