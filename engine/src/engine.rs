@@ -1,0 +1,1529 @@
+//! The evaluation core: readings in, warning transitions and data-status events out.
+//!
+//! Implements `semantics.md`: per-entity evaluation time τ, data-driven evaluation at once,
+//! time-driven deadlines at the watermark, one evaluation per instant, late / duplicate /
+//! bad / future-dated readings, reorder delay, and the level ladder with `for`,
+//! `clear after`, per-level exits and `clear when`.
+//!
+//! State lives in dense vectors indexed by interned entity ids; the per-reading path does not
+//! allocate (warning records, which are rare, do).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+
+use forewarn_rules::ir::{
+    BinOp, Cell, Expr, FeedId, GroupFunc, Millis, Plan, RuleDef, TemplatePart, WindowFunc,
+};
+
+use crate::record::{
+    DataStatus, Provenance, RejectReason, Rejection, Sink, StatusEvent, TransitionKind, Warning,
+    RECORD_SCHEMA_VERSION,
+};
+use crate::time::Zone;
+use crate::window::{min_opt, FeedTiming, InsertOutcome, SampleBuffer, WindowValue};
+
+/// Interned entity id: an index into the engine's dense per-entity state.
+pub type EntityId = u32;
+
+/// How time advances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClockMode {
+    /// Time moves only with the data (replays, backfills, tests, benchmarks).
+    #[default]
+    Event,
+    /// Live: time also follows the wall clock given to [`Engine::set_wall_clock`].
+    Wall,
+}
+
+/// Engine settings that are not part of the rules.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Event or wall clock.
+    pub clock: ClockMode,
+    /// The watermark trails the newest event time (and in wall mode the wall clock) by this.
+    pub watermark_delay: Millis,
+    /// Wall mode: readings further ahead of the wall clock are rejected as future-dated.
+    pub future_skew: Option<Millis>,
+    /// Wall mode: readings further behind the wall clock are rejected as stale-dated.
+    pub max_age: Millis,
+    /// Wall mode: a warning whose event time is this far behind the wall clock is `delayed`.
+    pub delayed_after: Millis,
+    /// Reject readings of entities that appear in no table.
+    pub require_known_entities: bool,
+    /// Wall-clock source for `emitted_at` (UTC ms); defaults to the system clock.
+    pub now: fn() -> Millis,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            clock: ClockMode::Event,
+            watermark_delay: 60_000,
+            future_skew: None,
+            max_age: 7 * forewarn_rules::ir::DAY,
+            delayed_after: 5 * 60_000,
+            require_known_entities: false,
+            now: system_now,
+        }
+    }
+}
+
+/// The system clock in UTC milliseconds.
+pub fn system_now() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+/// A reading value as received.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value<'a> {
+    /// A number (in the feed's declared unit).
+    Num(f64),
+    /// A number sent as text (coerced unless the feed is strict).
+    Text(&'a str),
+}
+
+/// One observation of one entity's feed.
+#[derive(Debug, Clone, Copy)]
+pub struct Reading<'a> {
+    /// Entity id (gauge, station, sensor).
+    pub entity: &'a str,
+    /// Feed (index into the plan's feeds; see [`Engine::feed`]).
+    pub feed: FeedId,
+    /// Event time, UTC ms.
+    pub ts: Millis,
+    /// The value in the feed's declared unit.
+    pub value: Value<'a>,
+    /// The caller's tag (e.g. a line number), echoed in rejections.
+    pub tag: u64,
+}
+
+/// What happened to an accepted reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// Applied on time.
+    OnTime,
+    /// Applied late (within the acceptance horizon); rules re-evaluated at τ.
+    Late,
+    /// An identical redelivery; nothing changed.
+    Duplicate,
+    /// Replaced the value at the same timestamp.
+    Replaced,
+    /// Dropped under the `ignore` duplicate policy.
+    Ignored,
+    /// Added to the value at the same timestamp (`add` policy).
+    Added,
+    /// Held by the feed's reorder delay; applied when the watermark passes it.
+    Held,
+}
+
+/// Counters of everything that went through the engine.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    /// Readings offered (accepted or not, parse failures reported by sources included).
+    pub read: u64,
+    /// Readings accepted (on time, late, replaced, added).
+    pub accepted: u64,
+    /// Accepted late.
+    pub late: u64,
+    /// Identical redeliveries.
+    pub duplicate: u64,
+    /// Values replaced at an existing timestamp.
+    pub replaced: u64,
+    /// Dropped by the `ignore` policy.
+    pub ignored: u64,
+    /// Added at an existing timestamp.
+    pub added: u64,
+    /// Numbers sent as strings and coerced.
+    pub coerced: u64,
+    /// Rejections by [`RejectReason::index`].
+    pub rejected: [u64; RejectReason::ALL.len()],
+    /// Evaluations performed.
+    pub evaluations: u64,
+    /// Per rule: transitions by [`TransitionKind::ALL`] index.
+    pub transitions: Vec<[u64; 4]>,
+    /// Per rule, per level: times the level was entered.
+    pub entered: Vec<Vec<u64>>,
+    /// Per rule: entities not evaluated because a table has no row for them.
+    pub skipped_no_table: Vec<u64>,
+}
+
+impl Counters {
+    /// Total rejected readings.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().sum()
+    }
+
+    /// Rejections for one reason.
+    pub fn rejected(&self, reason: RejectReason) -> u64 {
+        self.rejected[reason.index()]
+    }
+}
+
+/// The current level of one rule for one entity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveWarning {
+    /// Rule name.
+    pub rule: String,
+    /// Entity id.
+    pub entity: String,
+    /// Current level.
+    pub level: String,
+    /// Event time of the transition into the current episode's latest level.
+    pub since: Millis,
+    /// Sequence number of that transition.
+    pub seq: u64,
+}
+
+#[derive(Debug, Clone)]
+struct FeedSlot {
+    buf: SampleBuffer,
+    status: DataStatus,
+    first_seen: Option<Millis>,
+    last_accepted: Option<Millis>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct RuleState {
+    active: bool,
+    skipped: bool,
+    level: Option<usize>,
+    seq: u64,
+    level_since: Millis,
+    hold_since: Vec<Option<Millis>>,
+    exit_since: Option<Millis>,
+    clear_since: Option<Millis>,
+}
+
+#[derive(Debug, Clone)]
+struct EntityState {
+    name: String,
+    tau: Option<Millis>,
+    feeds: Vec<FeedSlot>,
+    rules: Vec<RuleState>,
+    table_rows: Vec<Option<usize>>,
+    groups: Vec<Option<usize>>,
+    next_deadline: Option<Millis>,
+    deadline_gen: u64,
+    delay: Millis,
+}
+
+/// Members of the groups of one `(table, column)` used by group functions.
+#[derive(Debug, Clone)]
+struct GroupIndex {
+    table: usize,
+    column: usize,
+    by_value: HashMap<String, usize>,
+    members: Vec<Vec<EntityId>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    ts: Millis,
+    seq: u64,
+    entity: EntityId,
+    feed: FeedId,
+    value: f64,
+    tag: u64,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, o: &Self) -> bool {
+        (self.ts, self.seq) == (o.ts, o.seq)
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Pending {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.ts, self.seq).cmp(&(o.ts, o.seq))
+    }
+}
+
+/// Reusable scratch space for one evaluation.
+#[derive(Debug, Default)]
+struct Scratch {
+    gen: u64,
+    windows: Vec<(u64, WindowValue)>,
+    group_values: Vec<f64>,
+    conds: Vec<Option<bool>>,
+    touched: Vec<(EntityId, bool)>,
+    batch: Vec<(EntityId, FeedId, Millis, f64, u64)>,
+}
+
+/// The evaluation engine. Build it from a compiled [`Plan`], push readings, advance time,
+/// and receive warnings through a [`Sink`].
+///
+/// ```ignore
+/// use forewarn_engine::{Engine, EngineConfig, Reading, Value, Output};
+/// # use forewarn_engine::testing::compile_str;
+/// let plan = compile_str("feed rain: depth mm\nrule wet on rain:\n  warn when sum(rain, 1h) >= 10 mm\n")?;
+/// let mut engine = Engine::new(plan, EngineConfig::default());
+/// let rain = engine.feed("rain").unwrap();
+/// let mut out: Vec<Output> = Vec::new();
+/// engine.push(&Reading { entity: "G1", feed: rain, ts: 0, value: Value::Num(12.0), tag: 1 }, &mut out).unwrap();
+/// assert!(matches!(&out[0], Output::Warning(w) if w.rule == "wet"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```ignore
+#[derive(Debug)]
+pub struct Engine {
+    plan: Arc<Plan>,
+    cfg: EngineConfig,
+    ids: HashMap<Box<str>, EntityId>,
+    entities: Vec<EntityState>,
+    groups: Vec<GroupIndex>,
+    timings: Vec<FeedTiming>,
+    since_zones: Vec<Option<Zone>>,
+    retention: Vec<Millis>,
+    rules_by_feed: Vec<Vec<usize>>,
+    known: Option<std::collections::HashSet<String>>,
+    deadlines: BinaryHeap<Reverse<(Millis, Millis, EntityId, u64)>>,
+    pending: Vec<BinaryHeap<Reverse<Pending>>>,
+    pending_seq: u64,
+    max_ts: Option<Millis>,
+    wall: Option<Millis>,
+    watermark: Option<Millis>,
+    counters: Counters,
+    scratch: Scratch,
+    provenance: Provenance,
+}
+
+impl Engine {
+    /// Build an engine for a compiled plan.
+    pub fn new(plan: impl Into<Arc<Plan>>, cfg: EngineConfig) -> Engine {
+        let plan: Arc<Plan> = plan.into();
+        let timings = plan
+            .feeds
+            .iter()
+            .map(|f| FeedTiming {
+                stale: f.stale,
+                interval: f.interval,
+            })
+            .collect();
+        let since_zones = plan
+            .windows
+            .iter()
+            .map(|w| match &w.func {
+                WindowFunc::Since { zone, .. } => zone.parse::<Zone>().ok(),
+                _ => None,
+            })
+            .collect();
+        let retention = (0..plan.feeds.len())
+            .map(|f| plan.retention(f) + forewarn_rules::ir::HOUR)
+            .collect();
+        let mut rules_by_feed = vec![Vec::new(); plan.feeds.len()];
+        for (r, rule) in plan.rules.iter().enumerate() {
+            for &f in &rule.feeds {
+                rules_by_feed[f].push(r);
+            }
+        }
+        let mut group_keys: Vec<(usize, usize)> = Vec::new();
+        for rule in &plan.rules {
+            let mut visit = |e: &Expr| {
+                if let Expr::Group { table, column, .. } = e {
+                    if !group_keys.contains(&(*table, *column)) {
+                        group_keys.push((*table, *column));
+                    }
+                }
+            };
+            for l in &rule.levels {
+                walk(&l.when, &mut visit);
+                if let Some(x) = &l.exit {
+                    walk(x, &mut visit);
+                }
+            }
+            if let Some(c) = &rule.clear_when {
+                walk(&c.cond, &mut visit);
+            }
+        }
+        let groups = group_keys
+            .into_iter()
+            .map(|(table, column)| GroupIndex {
+                table,
+                column,
+                by_value: HashMap::new(),
+                members: Vec::new(),
+            })
+            .collect();
+        let known = cfg.require_known_entities.then(|| {
+            plan.tables
+                .iter()
+                .flat_map(|t| t.rows.keys().cloned())
+                .collect()
+        });
+        let counters = Counters {
+            transitions: vec![[0; 4]; plan.rules.len()],
+            entered: plan.rules.iter().map(|r| vec![0; r.levels.len()]).collect(),
+            skipped_no_table: vec![0; plan.rules.len()],
+            ..Counters::default()
+        };
+        let provenance = Provenance {
+            ruleset: plan.ruleset_hash.clone(),
+            engine: env!("CARGO_PKG_VERSION"),
+            schema: RECORD_SCHEMA_VERSION,
+        };
+        let scratch = Scratch {
+            windows: vec![(0, WindowValue::None); plan.windows.len()],
+            ..Scratch::default()
+        };
+        Engine {
+            pending: vec![BinaryHeap::new(); plan.feeds.len()],
+            plan,
+            cfg,
+            ids: HashMap::new(),
+            entities: Vec::new(),
+            groups,
+            timings,
+            since_zones,
+            retention,
+            rules_by_feed,
+            known,
+            deadlines: BinaryHeap::new(),
+            pending_seq: 0,
+            max_ts: None,
+            wall: None,
+            watermark: None,
+            counters,
+            scratch,
+            provenance,
+        }
+    }
+
+    /// The compiled plan.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The feed id for a feed name.
+    pub fn feed(&self, name: &str) -> Option<FeedId> {
+        self.plan.feed_by_name(name)
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The current watermark, if any time has passed.
+    pub fn watermark(&self) -> Option<Millis> {
+        self.watermark
+    }
+
+    /// Newest accepted event time.
+    pub fn max_event_time(&self) -> Option<Millis> {
+        self.max_ts
+    }
+
+    /// Count a reading that a source could not decode (it never reached [`Engine::push`]).
+    pub fn count_source_rejection(&mut self, reason: RejectReason) {
+        self.counters.read += 1;
+        self.counters.rejected[reason.index()] += 1;
+    }
+
+    /// Warnings currently active (entity, rule, level), in entity then rule order.
+    pub fn active_warnings(&self) -> Vec<ActiveWarning> {
+        let mut v = Vec::new();
+        for e in &self.entities {
+            for (r, rs) in e.rules.iter().enumerate() {
+                if let Some(l) = rs.level {
+                    let rule = &self.plan.rules[r];
+                    v.push(ActiveWarning {
+                        rule: rule.name.clone(),
+                        entity: e.name.clone(),
+                        level: rule.levels[l].name.clone(),
+                        since: rs.level_since,
+                        seq: rs.seq,
+                    });
+                }
+            }
+        }
+        v
+    }
+
+    /// Current level of a rule for an entity.
+    pub fn level(&self, rule: &str, entity: &str) -> Option<&str> {
+        let r = self.plan.rules.iter().position(|x| x.name == rule)?;
+        let e = *self.ids.get(entity)?;
+        let l = self.entities[e as usize].rules[r].level?;
+        Some(&self.plan.rules[r].levels[l].name)
+    }
+
+    /// Data status of every (entity, feed) seen: entity, feed, status, newest sample.
+    pub fn data_status(&self) -> Vec<(String, String, DataStatus, Option<Millis>)> {
+        let mut v = Vec::new();
+        for e in &self.entities {
+            for (f, slot) in e.feeds.iter().enumerate() {
+                if slot.first_seen.is_some() {
+                    v.push((
+                        e.name.clone(),
+                        self.plan.feeds[f].name.clone(),
+                        slot.status,
+                        slot.last_accepted,
+                    ));
+                }
+            }
+        }
+        v
+    }
+
+    /// Number of entities seen.
+    pub fn entity_count(&self) -> usize {
+        self.entities.len()
+    }
+
+    fn intern(&mut self, name: &str) -> EntityId {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = self.entities.len() as EntityId;
+        let plan = &self.plan;
+        let table_rows = plan
+            .tables
+            .iter()
+            .map(|t| t.rows.get(name).copied())
+            .collect();
+        let mut groups = Vec::with_capacity(self.groups.len());
+        for g in &mut self.groups {
+            let t = &plan.tables[g.table];
+            let key = match t.cell(name, g.column) {
+                Some(Cell::Text(s)) => Some(s.clone()),
+                Some(Cell::Num(x)) => Some(x.to_string()),
+                None => None,
+            };
+            groups.push(key.map(|k| {
+                let n = g.by_value.len();
+                let idx = *g.by_value.entry(k).or_insert(n);
+                if idx == g.members.len() {
+                    g.members.push(Vec::new());
+                }
+                g.members[idx].push(id);
+                idx
+            }));
+        }
+        let rules = plan
+            .rules
+            .iter()
+            .map(|r| RuleState {
+                hold_since: vec![None; r.levels.len()],
+                ..RuleState::default()
+            })
+            .collect();
+        let feeds = plan
+            .feeds
+            .iter()
+            .map(|_| FeedSlot {
+                buf: SampleBuffer::new(),
+                status: DataStatus::Unknown,
+                first_seen: None,
+                last_accepted: None,
+            })
+            .collect();
+        self.entities.push(EntityState {
+            name: name.to_string(),
+            tau: None,
+            feeds,
+            rules,
+            table_rows,
+            groups,
+            next_deadline: None,
+            deadline_gen: 0,
+            delay: 0,
+        });
+        self.ids.insert(name.into(), id);
+        id
+    }
+
+    /// Check a reading's value and clock; on success the canonical value.
+    fn validate(&mut self, r: &Reading<'_>) -> Result<f64, (RejectReason, String)> {
+        let feed = self.plan.feeds.get(r.feed).ok_or((
+            RejectReason::UnknownFeed,
+            format!("feed #{} is not declared", r.feed),
+        ))?;
+        let raw = match r.value {
+            Value::Num(v) => v,
+            Value::Text(s) => {
+                let v: f64 = s.trim().parse().map_err(|_| {
+                    (
+                        RejectReason::NotNumeric,
+                        format!("value {s:?} is not a number"),
+                    )
+                })?;
+                if feed.strict {
+                    return Err((
+                        RejectReason::StrictString,
+                        format!("feed {} is strict: number sent as text {s:?}", feed.name),
+                    ));
+                }
+                self.counters.coerced += 1;
+                v
+            }
+        };
+        if !raw.is_finite() {
+            return Err((
+                RejectReason::NotFinite,
+                format!("value {raw} is not finite"),
+            ));
+        }
+        let v = raw * feed.scale;
+        if let Some((lo, hi)) = feed.range {
+            if v < lo || v > hi {
+                return Err((
+                    RejectReason::OutOfRange,
+                    format!(
+                        "value {raw} {} is outside the range of feed {}",
+                        feed.declared_unit, feed.name
+                    ),
+                ));
+            }
+        }
+        if let Some(known) = &self.known {
+            if !known.contains(r.entity) {
+                return Err((
+                    RejectReason::UnknownEntity,
+                    format!("entity {:?} is in no table", r.entity),
+                ));
+            }
+        }
+        if self.cfg.clock == ClockMode::Wall {
+            if let Some(now) = self.wall_now() {
+                if let Some(skew) = self.cfg.future_skew {
+                    if r.ts > now + skew {
+                        return Err((
+                            RejectReason::FutureDated,
+                            format!("{} ms ahead of the clock", r.ts - now),
+                        ));
+                    }
+                }
+                if r.ts < now - self.cfg.max_age {
+                    return Err((
+                        RejectReason::StaleDated,
+                        format!("{} ms behind the clock", now - r.ts),
+                    ));
+                }
+            }
+        }
+        Ok(v)
+    }
+
+    fn wall_now(&self) -> Option<Millis> {
+        match (self.wall, self.max_ts) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn target_watermark(&self) -> Option<Millis> {
+        let t = match self.cfg.clock {
+            ClockMode::Event => self.max_ts,
+            ClockMode::Wall => self.wall_now(),
+        }?;
+        Some(t - self.cfg.watermark_delay)
+    }
+
+    fn reject(
+        &mut self,
+        r: &Reading<'_>,
+        reason: RejectReason,
+        detail: String,
+        out: &mut dyn Sink,
+    ) {
+        self.counters.rejected[reason.index()] += 1;
+        let feed = self
+            .plan
+            .feeds
+            .get(r.feed)
+            .map(|f| f.name.clone())
+            .unwrap_or_default();
+        let value = match r.value {
+            Value::Num(v) => v.to_string(),
+            Value::Text(s) => s.to_string(),
+        };
+        if !matches!(
+            reason,
+            RejectReason::FutureDated
+                | RejectReason::StaleDated
+                | RejectReason::UnknownFeed
+                | RejectReason::UnknownEntity
+        ) {
+            // The entity exists for data-status purposes from its first reading, valid or not.
+            let id = self.intern(r.entity);
+            let slot = &mut self.entities[id as usize].feeds[r.feed];
+            if slot.first_seen.is_none() {
+                slot.first_seen = Some(r.ts);
+                self.schedule(id);
+            }
+        }
+        out.rejected(Rejection {
+            reason,
+            entity: r.entity.to_string(),
+            feed,
+            ts: r.ts,
+            value,
+            detail,
+            tag: r.tag,
+        });
+    }
+
+    /// Push one reading: validated, then applied at once (or held by the feed's reorder
+    /// delay), its entity's rules evaluated, and the watermark advanced.
+    pub fn push(&mut self, r: &Reading<'_>, out: &mut dyn Sink) -> Result<Accepted, RejectReason> {
+        self.counters.read += 1;
+        let v = match self.validate(r) {
+            Ok(v) => v,
+            Err((reason, detail)) => {
+                self.reject(r, reason, detail, out);
+                return Err(reason);
+            }
+        };
+        let id = self.intern(r.entity);
+        if self.plan.feeds[r.feed].reorder > 0 {
+            self.hold(id, r, v);
+            self.advance(out, false);
+            return Ok(Accepted::Held);
+        }
+        if let Some(target) = self.target_watermark() {
+            self.advance_to(target.min(r.ts - 1), out, false);
+        }
+        let mut batch = std::mem::take(&mut self.scratch.batch);
+        batch.clear();
+        batch.push((id, r.feed, r.ts, v, r.tag));
+        let res = self.apply_at(r.ts, &batch, out);
+        self.scratch.batch = batch;
+        self.advance(out, false);
+        res
+    }
+
+    /// Push readings that arrived together (one message, one API call): applied in
+    /// event-time order, all readings stamped T before the single evaluation at T.
+    /// Returns the outcome of each reading, in input order.
+    pub fn push_batch(
+        &mut self,
+        readings: &[Reading<'_>],
+        out: &mut dyn Sink,
+    ) -> Vec<Result<Accepted, RejectReason>> {
+        let mut results = vec![Ok(Accepted::OnTime); readings.len()];
+        let mut batch = std::mem::take(&mut self.scratch.batch);
+        batch.clear();
+        for (i, r) in readings.iter().enumerate() {
+            self.counters.read += 1;
+            match self.validate(r) {
+                Err((reason, detail)) => {
+                    self.reject(r, reason, detail, out);
+                    results[i] = Err(reason);
+                }
+                Ok(v) => {
+                    let id = self.intern(r.entity);
+                    if self.plan.feeds[r.feed].reorder > 0 {
+                        self.hold(id, r, v);
+                        results[i] = Ok(Accepted::Held);
+                    } else {
+                        batch.push((id, r.feed, r.ts, v, i as u64));
+                    }
+                }
+            }
+        }
+        batch.sort_by_key(|b| b.2);
+        let mut start = 0;
+        while start < batch.len() {
+            let t = batch[start].2;
+            let end = start + batch[start..].iter().take_while(|b| b.2 == t).count();
+            if let Some(target) = self.target_watermark() {
+                self.advance_to(target.min(t - 1), out, false);
+            }
+            let group: Vec<_> = batch[start..end]
+                .iter()
+                .map(|&(e, f, ts, v, i)| (e, f, ts, v, readings[i as usize].tag))
+                .collect();
+            let outcome = self.apply_group(t, &group, out);
+            for (k, o) in outcome.into_iter().enumerate() {
+                results[batch[start + k].4 as usize] = o;
+            }
+            start = end;
+        }
+        batch.clear();
+        self.scratch.batch = batch;
+        self.advance(out, false);
+        results
+    }
+
+    fn hold(&mut self, id: EntityId, r: &Reading<'_>, v: f64) {
+        let d = self.plan.feeds[r.feed].reorder;
+        let ent = &mut self.entities[id as usize];
+        ent.delay = ent.delay.max(d);
+        self.pending_seq += 1;
+        self.pending[r.feed].push(Reverse(Pending {
+            ts: r.ts,
+            seq: self.pending_seq,
+            entity: id,
+            feed: r.feed,
+            value: v,
+            tag: r.tag,
+        }));
+        self.max_ts = Some(self.max_ts.map_or(r.ts, |m| m.max(r.ts)));
+    }
+
+    /// Move the wall clock (wall mode): time-driven evaluations up to `now - delay` happen.
+    pub fn set_wall_clock(&mut self, now: Millis, out: &mut dyn Sink) {
+        self.wall = Some(self.wall.map_or(now, |w| w.max(now)));
+        self.advance(out, false);
+    }
+
+    /// End of input: readings still held by a reorder delay are applied, then deadlines fire
+    /// up to the last event time seen (wall mode: the wall clock). Warnings still active stay
+    /// active.
+    pub fn finish(&mut self, out: &mut dyn Sink) {
+        let end = match self.cfg.clock {
+            ClockMode::Event => self.max_ts,
+            ClockMode::Wall => self.wall_now(),
+        };
+        if let Some(end) = end {
+            self.advance_to(end, out, true);
+            self.watermark = Some(self.watermark.map_or(end, |w| w.max(end)));
+        }
+    }
+
+    fn advance(&mut self, out: &mut dyn Sink, final_pass: bool) {
+        if let Some(t) = self.target_watermark() {
+            self.advance_to(t, out, final_pass);
+        }
+    }
+
+    /// Release held readings and fire deadlines in event-time order up to `limit`.
+    fn advance_to(&mut self, limit: Millis, out: &mut dyn Sink, final_pass: bool) {
+        loop {
+            // the earliest releasable held reading
+            let mut best: Option<(Millis, usize)> = None;
+            for (f, heap) in self.pending.iter().enumerate() {
+                if let Some(Reverse(p)) = heap.peek() {
+                    let releasable = final_pass || p.ts + self.plan.feeds[f].reorder <= limit;
+                    if releasable && best.is_none_or(|(t, _)| p.ts < t) {
+                        best = Some((p.ts, f));
+                    }
+                }
+            }
+            // the earliest due deadline
+            let deadline = loop {
+                match self.deadlines.peek() {
+                    Some(&Reverse((due, d, e, gen))) => {
+                        let ent = &self.entities[e as usize];
+                        if ent.deadline_gen != gen || ent.next_deadline != Some(d) {
+                            self.deadlines.pop();
+                            continue;
+                        }
+                        let ok = if final_pass { d <= limit } else { due <= limit };
+                        break ok.then_some((d, e));
+                    }
+                    None => break None,
+                }
+            };
+            match (best, deadline) {
+                (Some((t, _)), dl) if dl.is_none_or(|(d, _)| t <= d) => {
+                    let mut group: Vec<(EntityId, FeedId, Millis, f64, u64)> = Vec::new();
+                    for f in 0..self.pending.len() {
+                        while let Some(Reverse(p)) = self.pending[f].peek() {
+                            if p.ts != t {
+                                break;
+                            }
+                            group.push((p.entity, p.feed, p.ts, p.value, p.tag));
+                            self.pending[f].pop();
+                        }
+                    }
+                    self.apply_group(t, &group, out);
+                }
+                (_, Some((d, e))) => {
+                    self.deadlines.pop();
+                    self.fire(e, d, out);
+                }
+                _ => break,
+            }
+        }
+        if !final_pass {
+            self.watermark = Some(self.watermark.map_or(limit, |w| w.max(limit)));
+        }
+    }
+
+    fn apply_at(
+        &mut self,
+        t: Millis,
+        batch: &[(EntityId, FeedId, Millis, f64, u64)],
+        out: &mut dyn Sink,
+    ) -> Result<Accepted, RejectReason> {
+        self.apply_group(t, batch, out)
+            .pop()
+            .unwrap_or(Ok(Accepted::OnTime))
+    }
+
+    /// Apply readings all stamped `t`, then evaluate each touched entity once.
+    fn apply_group(
+        &mut self,
+        t: Millis,
+        group: &[(EntityId, FeedId, Millis, f64, u64)],
+        out: &mut dyn Sink,
+    ) -> Vec<Result<Accepted, RejectReason>> {
+        let mut results = Vec::with_capacity(group.len());
+        let mut touched = std::mem::take(&mut self.scratch.touched);
+        touched.clear();
+        for &(e, f, ts, v, tag) in group {
+            let tau = self.entities[e as usize].tau;
+            let late = tau.is_some_and(|tau| ts < tau);
+            if late {
+                let horizon = self.plan.feeds[f].late;
+                let tau = tau.unwrap_or(ts);
+                if tau - ts > horizon {
+                    let name = self.entities[e as usize].name.clone();
+                    let feed = &self.plan.feeds[f];
+                    self.counters.rejected[RejectReason::TooLate.index()] += 1;
+                    out.rejected(Rejection {
+                        reason: RejectReason::TooLate,
+                        entity: name,
+                        feed: feed.name.clone(),
+                        ts,
+                        value: (v / feed.scale).to_string(),
+                        detail: format!(
+                            "{} ms behind the entity's evaluation time; acceptance horizon {} ms",
+                            tau - ts,
+                            horizon
+                        ),
+                        tag,
+                    });
+                    results.push(Err(RejectReason::TooLate));
+                    continue;
+                }
+            } else {
+                self.catch_up(e, ts, out);
+            }
+            let policy = self.plan.feeds[f].duplicates;
+            let slot = &mut self.entities[e as usize].feeds[f];
+            let outcome = slot.buf.insert(ts, v, policy);
+            let accepted = match outcome {
+                InsertOutcome::Duplicate => {
+                    self.counters.duplicate += 1;
+                    results.push(Ok(Accepted::Duplicate));
+                    continue;
+                }
+                InsertOutcome::Ignored => {
+                    self.counters.ignored += 1;
+                    results.push(Ok(Accepted::Ignored));
+                    continue;
+                }
+                InsertOutcome::Replaced { .. } => {
+                    self.counters.replaced += 1;
+                    Accepted::Replaced
+                }
+                InsertOutcome::Added => {
+                    self.counters.added += 1;
+                    Accepted::Added
+                }
+                InsertOutcome::New if late => {
+                    self.counters.late += 1;
+                    Accepted::Late
+                }
+                InsertOutcome::New => Accepted::OnTime,
+            };
+            self.counters.accepted += 1;
+            slot.first_seen.get_or_insert(ts);
+            slot.last_accepted = Some(slot.last_accepted.map_or(ts, |l| l.max(ts)));
+            if slot.status != DataStatus::Ok && !late {
+                let from = slot.status;
+                slot.status = DataStatus::Ok;
+                let ent = &self.entities[e as usize];
+                out.status(StatusEvent {
+                    entity: ent.name.clone(),
+                    feed: self.plan.feeds[f].name.clone(),
+                    from,
+                    to: DataStatus::Ok,
+                    time: ts,
+                    last_sample: Some(ts),
+                });
+            }
+            self.activate_rules(e, f);
+            self.max_ts = Some(self.max_ts.map_or(ts, |m| m.max(ts)));
+            match touched.iter_mut().find(|(x, _)| *x == e) {
+                Some(entry) => entry.1 |= late,
+                None => touched.push((e, late)),
+            }
+            results.push(Ok(accepted));
+        }
+        for &(e, late) in &touched {
+            let tau = self.entities[e as usize].tau.map_or(t, |tau| tau.max(t));
+            self.entities[e as usize].tau = Some(tau);
+            self.evaluate(e, tau, late, out);
+            self.evict(e, tau);
+            self.schedule(e);
+        }
+        self.scratch.touched = touched;
+        results
+    }
+
+    fn activate_rules(&mut self, e: EntityId, f: FeedId) {
+        for i in 0..self.rules_by_feed[f].len() {
+            let r = self.rules_by_feed[f][i];
+            let ent = &mut self.entities[e as usize];
+            if ent.rules[r].active || ent.rules[r].skipped {
+                continue;
+            }
+            let rule = &self.plan.rules[r];
+            if rule
+                .required_tables
+                .iter()
+                .any(|&t| ent.table_rows[t].is_none())
+            {
+                ent.rules[r].skipped = true;
+                self.counters.skipped_no_table[r] += 1;
+            } else {
+                ent.rules[r].active = true;
+            }
+        }
+    }
+
+    fn evict(&mut self, e: EntityId, tau: Millis) {
+        let ent = &mut self.entities[e as usize];
+        for (f, slot) in ent.feeds.iter_mut().enumerate() {
+            // keep the newest sample whatever its age (`last(f)` and data status need it)
+            if slot.buf.len() > 1 {
+                let cut = (tau - self.retention[f]).min(slot.buf.newest_ts().unwrap_or(tau) - 1);
+                slot.buf.evict_through(cut);
+            }
+        }
+    }
+
+    /// Fire the entity's own deadlines strictly before `t`, in order.
+    fn catch_up(&mut self, e: EntityId, t: Millis, out: &mut dyn Sink) {
+        while let Some(d) = self.entities[e as usize].next_deadline {
+            if d >= t {
+                break;
+            }
+            self.fire(e, d, out);
+        }
+    }
+
+    fn fire(&mut self, e: EntityId, d: Millis, out: &mut dyn Sink) {
+        let ent = &mut self.entities[e as usize];
+        ent.next_deadline = None;
+        let tau = ent.tau.map_or(d, |tau| tau.max(d));
+        ent.tau = Some(tau);
+        self.evaluate(e, tau, false, out);
+        self.schedule(e);
+    }
+
+    /// Compute and register the entity's next time-driven deadline after τ.
+    fn schedule(&mut self, e: EntityId) {
+        let plan = &self.plan;
+        let ent = &self.entities[e as usize];
+        let now = ent
+            .tau
+            .or_else(|| ent.feeds.iter().filter_map(|s| s.first_seen).min());
+        let Some(now) = now else { return };
+        let mut next: Option<Millis> = None;
+        let later = |x: Millis| (x > now).then_some(x);
+        for (f, slot) in ent.feeds.iter().enumerate() {
+            let feed = &plan.feeds[f];
+            let base = slot.last_accepted.or(slot.first_seen);
+            if let Some(base) = base {
+                match slot.status {
+                    DataStatus::Ok | DataStatus::Unknown => {
+                        next = min_opt(next, feed.stale.and_then(|s| later(base + s)));
+                        if feed.stale.is_none() {
+                            next = min_opt(next, feed.offline.and_then(|s| later(base + s)));
+                        }
+                    }
+                    DataStatus::Stale => {
+                        next = min_opt(next, feed.offline.and_then(|s| later(base + s)))
+                    }
+                    DataStatus::Offline => {}
+                }
+            }
+        }
+        for (r, rs) in ent.rules.iter().enumerate() {
+            if !rs.active {
+                continue;
+            }
+            let rule = &plan.rules[r];
+            for &w in &rule.windows {
+                let node = &plan.windows[w];
+                let buf = &ent.feeds[node.feed].buf;
+                if buf.is_empty() {
+                    continue;
+                }
+                let change = match &node.func {
+                    WindowFunc::Since { hour, minute, .. } => self.since_zones[w].map(|z| {
+                        let anchor = z.anchor_before(now, *hour, *minute);
+                        z.next_anchor(anchor, *hour, *minute) + 1
+                    }),
+                    f => buf.next_change(f, node.width, now, self.timings[node.feed]),
+                };
+                next = min_opt(next, change.and_then(later));
+            }
+            for (i, l) in rule.levels.iter().enumerate() {
+                if let (Some(h), Some(s)) = (l.hold, rs.hold_since[i]) {
+                    next = min_opt(next, later(s + h));
+                }
+            }
+            if let (Some(d), Some(s)) = (rule.clear_after, rs.exit_since) {
+                next = min_opt(next, later(s + d));
+            }
+            if let (Some(c), Some(s)) = (&rule.clear_when, rs.clear_since) {
+                if let Some(h) = c.hold {
+                    next = min_opt(next, later(s + h));
+                }
+            }
+        }
+        let ent = &mut self.entities[e as usize];
+        if next != ent.next_deadline {
+            ent.next_deadline = next;
+            ent.deadline_gen += 1;
+            if let Some(d) = next {
+                self.deadlines
+                    .push(Reverse((d + ent.delay, d, e, ent.deadline_gen)));
+            }
+        }
+    }
+
+    /// Update data status at `t`, then evaluate every active rule of the entity once.
+    fn evaluate(&mut self, e: EntityId, t: Millis, late: bool, out: &mut dyn Sink) {
+        self.counters.evaluations += 1;
+        self.update_status(e, t, out);
+        self.scratch.gen += 1;
+        let plan = Arc::clone(&self.plan);
+        for (r, rule) in plan.rules.iter().enumerate() {
+            let rs = &self.entities[e as usize].rules[r];
+            if !rs.active {
+                continue;
+            }
+            self.step_rule(e, r, rule, t, late, out);
+        }
+    }
+
+    fn update_status(&mut self, e: EntityId, t: Millis, out: &mut dyn Sink) {
+        for f in 0..self.plan.feeds.len() {
+            let feed = &self.plan.feeds[f];
+            let ent = &mut self.entities[e as usize];
+            let slot = &mut ent.feeds[f];
+            let Some(base) = slot.last_accepted.or(slot.first_seen) else {
+                continue;
+            };
+            let age = t - base;
+            let new = if feed.offline.is_some_and(|o| age >= o) {
+                DataStatus::Offline
+            } else if feed.stale.is_some_and(|s| age >= s) {
+                DataStatus::Stale
+            } else {
+                slot.status
+            };
+            if new != slot.status && new != DataStatus::Ok {
+                let from = slot.status;
+                slot.status = new;
+                let last_sample = slot.last_accepted;
+                if from == DataStatus::Ok || from == DataStatus::Unknown {
+                    // a `for` run is reset when its feed turns stale
+                    for &r in &self.rules_by_feed[f] {
+                        let rs = &mut ent.rules[r];
+                        rs.hold_since.iter_mut().for_each(|h| *h = None);
+                        rs.clear_since = None;
+                    }
+                }
+                out.status(StatusEvent {
+                    entity: ent.name.clone(),
+                    feed: feed.name.clone(),
+                    from,
+                    to: new,
+                    time: t,
+                    last_sample,
+                });
+            }
+        }
+    }
+
+    fn step_rule(
+        &mut self,
+        e: EntityId,
+        r: usize,
+        rule: &RuleDef,
+        t: Millis,
+        late: bool,
+        out: &mut dyn Sink,
+    ) {
+        let n = rule.levels.len();
+        let mut conds = std::mem::take(&mut self.scratch.conds);
+        conds.clear();
+        for l in &rule.levels {
+            let c = self.eval_bool(e, &l.when, t);
+            conds.push(c);
+        }
+        let rs = &mut self.entities[e as usize].rules[r];
+        // candidate: highest level whose condition has held for its `for`
+        let mut candidate: Option<usize> = None;
+        for i in 0..n {
+            let held = match (rule.levels[i].hold, conds[i]) {
+                (_, None) => false,
+                (None, Some(c)) => c,
+                (Some(h), Some(c)) => {
+                    if !c {
+                        rs.hold_since[i] = None;
+                        false
+                    } else {
+                        let since = *rs.hold_since[i].get_or_insert(t);
+                        t - since >= h
+                    }
+                }
+            };
+            if held {
+                candidate = Some(i);
+            }
+        }
+        let cur = rs.level;
+        let cur_level = cur.map_or(-1, |c| c as isize);
+        let cand_level = candidate.map_or(-1, |c| c as isize);
+        let mut next = cur;
+        if cand_level > cur_level {
+            next = candidate;
+        } else if let Some(c) = cur {
+            let exit_c = self.exit_holds(e, rule, c, &conds, t);
+            let cw = match &rule.clear_when {
+                Some(cw) => {
+                    let v = self.eval_bool(e, &cw.cond, t);
+                    let rs = &mut self.entities[e as usize].rules[r];
+                    match v {
+                        Some(true) => {
+                            let since = *rs.clear_since.get_or_insert(t);
+                            cw.hold.is_none_or(|h| t - since >= h)
+                        }
+                        Some(false) => {
+                            rs.clear_since = None;
+                            false
+                        }
+                        None => false,
+                    }
+                }
+                None => true,
+            };
+            let rs = &mut self.entities[e as usize].rules[r];
+            let exit_ok = match exit_c {
+                Some(true) => {
+                    let since = *rs.exit_since.get_or_insert(t);
+                    rule.clear_after.is_none_or(|d| t - since >= d)
+                }
+                Some(false) => {
+                    rs.exit_since = None;
+                    false
+                }
+                None => false,
+            };
+            if exit_ok {
+                let mut landing = None;
+                for j in (0..c).rev() {
+                    if self.exit_holds(e, rule, j, &conds, t) != Some(true) {
+                        landing = Some(j);
+                        break;
+                    }
+                }
+                let landing = match (landing, candidate) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                };
+                next = match landing {
+                    None if rule.clear_when.is_some() && !cw => Some(0),
+                    l => l,
+                };
+            }
+        }
+        self.scratch.conds = conds;
+        if next == cur {
+            return;
+        }
+        let kind = match (cur, next) {
+            (None, _) => TransitionKind::Raise,
+            (_, None) => TransitionKind::Clear,
+            (Some(a), Some(b)) if b > a => TransitionKind::Escalate,
+            _ => TransitionKind::Downgrade,
+        };
+        let rs = &mut self.entities[e as usize].rules[r];
+        rs.level = next;
+        rs.seq += 1;
+        rs.level_since = t;
+        rs.exit_since = None;
+        if next.is_none() {
+            rs.clear_since = None;
+        }
+        let seq = rs.seq;
+        self.counters.transitions[r][TransitionKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or(0)] += 1;
+        if let Some(l) = next {
+            self.counters.entered[r][l] += 1;
+        }
+        let warning = self.build_warning(e, rule, seq, kind, cur, next, t, late);
+        out.warning(warning);
+    }
+
+    /// Whether level `i`'s exit holds: its `exit when`, else its `when` no longer holding.
+    fn exit_holds(
+        &mut self,
+        e: EntityId,
+        rule: &RuleDef,
+        i: usize,
+        conds: &[Option<bool>],
+        t: Millis,
+    ) -> Option<bool> {
+        match &rule.levels[i].exit {
+            Some(x) => self.eval_bool(e, x, t),
+            None => conds[i].map(|c| !c),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build_warning(
+        &mut self,
+        e: EntityId,
+        rule: &RuleDef,
+        seq: u64,
+        kind: TransitionKind,
+        from: Option<usize>,
+        to: Option<usize>,
+        t: Millis,
+        late: bool,
+    ) -> Warning {
+        let values: Vec<(String, Option<f64>)> = rule
+            .values
+            .iter()
+            .map(|(k, x)| (k.clone(), self.eval_num(e, x, t)))
+            .collect();
+        let thresholds: Vec<(String, Option<f64>)> = rule
+            .thresholds
+            .iter()
+            .map(|(k, x)| (k.clone(), self.eval_num(e, x, t)))
+            .collect();
+        let level_name = |l: Option<usize>| l.map(|l| rule.levels[l].name.clone());
+        let mut message = String::new();
+        for part in &rule.message {
+            use std::fmt::Write;
+            match part {
+                TemplatePart::Lit(s) => message.push_str(s),
+                TemplatePart::Entity => message.push_str(&self.entities[e as usize].name),
+                TemplatePart::Rule => message.push_str(&rule.name),
+                TemplatePart::Level => {
+                    message.push_str(to.map_or("clear", |l| rule.levels[l].name.as_str()))
+                }
+                TemplatePart::Value {
+                    expr, precision, ..
+                } => match (self.eval_num(e, expr, t), precision) {
+                    (Some(v), Some(p)) => {
+                        let _ = write!(message, "{v:.*}", *p as usize);
+                    }
+                    (Some(v), None) => {
+                        let _ = write!(message, "{}", round_display(v));
+                    }
+                    (None, _) => message.push_str("n/a"),
+                },
+                TemplatePart::Cell { table, column } => {
+                    match self.plan.tables[*table].cell(&self.entities[e as usize].name, *column) {
+                        Some(Cell::Text(s)) => message.push_str(s),
+                        Some(Cell::Num(x)) => {
+                            let _ = write!(message, "{}", round_display(*x));
+                        }
+                        None => message.push_str("n/a"),
+                    }
+                }
+            }
+        }
+        let now = (self.cfg.now)();
+        let delayed = self.cfg.clock == ClockMode::Wall
+            && self
+                .wall_now()
+                .is_some_and(|w| w - t > self.cfg.delayed_after);
+        Warning {
+            rule: rule.name.clone(),
+            entity: self.entities[e as usize].name.clone(),
+            seq,
+            kind,
+            from: level_name(from),
+            to: level_name(to),
+            event_time: t,
+            emitted_at: now,
+            late,
+            delayed,
+            values,
+            thresholds,
+            message,
+            provenance: self.provenance.clone(),
+        }
+    }
+
+    fn window_value(&mut self, e: EntityId, w: usize, t: Millis) -> WindowValue {
+        let gen = self.scratch.gen;
+        let cached = self.scratch.windows[w];
+        if cached.0 == gen {
+            return cached.1;
+        }
+        let v = self.window_at(e, w, t);
+        self.scratch.windows[w] = (gen, v);
+        v
+    }
+
+    fn window_at(&self, e: EntityId, w: usize, t: Millis) -> WindowValue {
+        let node = &self.plan.windows[w];
+        let buf = &self.entities[e as usize].feeds[node.feed].buf;
+        let timing = self.timings[node.feed];
+        match &node.func {
+            WindowFunc::Since { hour, minute, .. } => match self.since_zones[w] {
+                Some(z) => {
+                    let anchor = z.anchor_before(t, *hour, *minute);
+                    buf.eval(&node.func, Some(t - anchor), t, timing)
+                }
+                None => WindowValue::None,
+            },
+            f => buf.eval(f, node.width, t, timing),
+        }
+    }
+
+    fn eval_num(&mut self, e: EntityId, x: &Expr, t: Millis) -> Option<f64> {
+        match x {
+            Expr::Num(v) => Some(*v),
+            Expr::Bool(_) | Expr::Not(_) => None,
+            Expr::Window(w) => self.window_value(e, *w, t).num(),
+            Expr::Column {
+                table,
+                column,
+                default,
+            } => {
+                let row = self.entities[e as usize].table_rows[*table];
+                let cell = row.and_then(|row| {
+                    self.plan.tables[*table]
+                        .cells
+                        .get(*column)?
+                        .get(row)?
+                        .as_ref()
+                });
+                match cell {
+                    Some(Cell::Num(v)) => Some(*v),
+                    _ => *default,
+                }
+            }
+            Expr::Group {
+                func,
+                window,
+                table,
+                column,
+                exclude_self,
+            } => {
+                let gi = self
+                    .groups
+                    .iter()
+                    .position(|g| g.table == *table && g.column == *column)?;
+                let group = self.entities[e as usize].groups[gi]?;
+                let mut vals = std::mem::take(&mut self.scratch.group_values);
+                vals.clear();
+                for &m in &self.groups[gi].members[group] {
+                    if *exclude_self && m == e {
+                        continue;
+                    }
+                    if let Some(v) = self.window_at(m, *window, t).num() {
+                        vals.push(v);
+                    }
+                }
+                let r = combine(*func, &mut vals);
+                self.scratch.group_values = vals;
+                r
+            }
+            Expr::Neg(a) => self.eval_num(e, a, t).map(|v| -v),
+            Expr::Binary(op, a, b) => {
+                let (a, b) = (self.eval_num(e, a, t)?, self.eval_num(e, b, t)?);
+                match op {
+                    BinOp::Add => Some(a + b),
+                    BinOp::Sub => Some(a - b),
+                    BinOp::Mul => Some(a * b),
+                    BinOp::Div => (b != 0.0).then(|| a / b),
+                    _ => None,
+                }
+            }
+        }
+    }
+
+    fn eval_bool(&mut self, e: EntityId, x: &Expr, t: Millis) -> Option<bool> {
+        match x {
+            Expr::Bool(b) => Some(*b),
+            Expr::Not(a) => self.eval_bool(e, a, t).map(|b| !b),
+            Expr::Window(w) => match self.window_value(e, *w, t) {
+                WindowValue::Bool(b) => Some(b),
+                _ => None,
+            },
+            Expr::Binary(BinOp::And, a, b) => match self.eval_bool(e, a, t) {
+                Some(false) => Some(false),
+                l => match (l, self.eval_bool(e, b, t)) {
+                    (_, Some(false)) => Some(false),
+                    (Some(true), Some(true)) => Some(true),
+                    _ => None,
+                },
+            },
+            Expr::Binary(BinOp::Or, a, b) => match self.eval_bool(e, a, t) {
+                Some(true) => Some(true),
+                l => match (l, self.eval_bool(e, b, t)) {
+                    (_, Some(true)) => Some(true),
+                    (Some(false), Some(false)) => Some(false),
+                    _ => None,
+                },
+            },
+            Expr::Binary(op, a, b) => {
+                let (a, b) = (self.eval_num(e, a, t)?, self.eval_num(e, b, t)?);
+                Some(match op {
+                    BinOp::Lt => a < b,
+                    BinOp::Le => a <= b,
+                    BinOp::Gt => a > b,
+                    BinOp::Ge => a >= b,
+                    BinOp::Eq => a == b,
+                    BinOp::Ne => a != b,
+                    _ => return None,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+fn combine(func: GroupFunc, vals: &mut [f64]) -> Option<f64> {
+    if func == GroupFunc::Count {
+        return Some(vals.len() as f64);
+    }
+    if vals.is_empty() {
+        return None;
+    }
+    Some(match func {
+        GroupFunc::Mean => vals.iter().sum::<f64>() / vals.len() as f64,
+        GroupFunc::Min => vals.iter().copied().fold(f64::INFINITY, f64::min),
+        GroupFunc::Max => vals.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        GroupFunc::Median => {
+            vals.sort_by(f64::total_cmp);
+            let n = vals.len();
+            if n % 2 == 1 {
+                vals[n / 2]
+            } else {
+                (vals[n / 2 - 1] + vals[n / 2]) / 2.0
+            }
+        }
+        GroupFunc::Count => vals.len() as f64,
+    })
+}
+
+fn round_display(v: f64) -> f64 {
+    (v * 1e6).round() / 1e6
+}
+
+fn walk(e: &Expr, f: &mut impl FnMut(&Expr)) {
+    f(e);
+    match e {
+        Expr::Neg(a) | Expr::Not(a) => walk(a, f),
+        Expr::Binary(_, a, b) => {
+            walk(a, f);
+            walk(b, f);
+        }
+        _ => {}
+    }
+}
