@@ -1181,29 +1181,31 @@ impl Engine {
         let cur = rs.level;
         let cur_level = cur.map_or(-1, |c| c as isize);
         let cand_level = candidate.map_or(-1, |c| c as isize);
+        // `clear when ... for d` is a property of the data: its run is tracked at every
+        // evaluation, whatever the level.
+        let cw = match &rule.clear_when {
+            Some(cw) => {
+                let v = self.eval_bool(e, &cw.cond, t);
+                let rs = &mut self.entities[e as usize].rules[r];
+                match v {
+                    Some(true) => {
+                        let since = *rs.clear_since.get_or_insert(t);
+                        cw.hold.is_none_or(|h| t - since >= h)
+                    }
+                    Some(false) => {
+                        rs.clear_since = None;
+                        false
+                    }
+                    None => false,
+                }
+            }
+            None => true,
+        };
         let mut next = cur;
         if cand_level > cur_level {
             next = candidate;
         } else if let Some(c) = cur {
             let exit_c = self.exit_holds(e, rule, c, &conds, t);
-            let cw = match &rule.clear_when {
-                Some(cw) => {
-                    let v = self.eval_bool(e, &cw.cond, t);
-                    let rs = &mut self.entities[e as usize].rules[r];
-                    match v {
-                        Some(true) => {
-                            let since = *rs.clear_since.get_or_insert(t);
-                            cw.hold.is_none_or(|h| t - since >= h)
-                        }
-                        Some(false) => {
-                            rs.clear_since = None;
-                            false
-                        }
-                        None => false,
-                    }
-                }
-                None => true,
-            };
             let rs = &mut self.entities[e as usize].rules[r];
             let exit_ok = match exit_c {
                 Some(true) => {
@@ -1249,9 +1251,6 @@ impl Engine {
         rs.seq += 1;
         rs.level_since = t;
         rs.exit_since = None;
-        if next.is_none() {
-            rs.clear_since = None;
-        }
         let seq = rs.seq;
         self.counters.transitions[r][TransitionKind::ALL
             .iter()

@@ -20,8 +20,13 @@
 //!   [`Rejection`]s.
 #![deny(missing_docs)]
 
+pub mod cases;
+pub mod config;
 pub mod engine;
+pub mod loader;
 pub mod record;
+pub mod run;
+pub mod source;
 pub mod time;
 pub mod window;
 

@@ -1,0 +1,359 @@
+//! The TOML configuration of `forewarn run`: rules, engine settings, sources and outputs.
+//!
+//! Relative paths are resolved against the directory of the configuration file. Every
+//! problem in a file is reported together ([`ConfigError::Invalid`] lists them all).
+
+use std::path::{Path, PathBuf};
+
+use forewarn_rules::ir::Millis;
+use serde::Deserialize;
+
+use crate::engine::{ClockMode, EngineConfig};
+use crate::time::{parse_duration, Zone};
+
+/// Errors reading a configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read config {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config {path}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML parser said (with line and column).
+        message: String,
+    },
+    /// Values that parse but make no sense; every one is listed.
+    #[error("invalid config {path}:\n{}", .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// One line per problem.
+        problems: Vec<String>,
+    },
+}
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawConfig {
+    /// The rule file.
+    rules: String,
+    #[serde(default)]
+    engine: RawEngine,
+    #[serde(default, rename = "source")]
+    sources: Vec<RawSource>,
+    #[serde(default)]
+    output: RawOutput,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawEngine {
+    clock: Option<String>,
+    watermark_delay: Option<String>,
+    display_zone: Option<String>,
+    future_skew: Option<String>,
+    max_age: Option<String>,
+    delayed_after: Option<String>,
+    #[serde(default)]
+    require_known_entities: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawSource {
+    name: Option<String>,
+    format: String,
+    path: String,
+    feed: Option<String>,
+    time_column: Option<String>,
+    time_zone: Option<String>,
+    entity_column: Option<String>,
+    value_column: Option<String>,
+    feed_column: Option<String>,
+    #[serde(default)]
+    skip_columns: Vec<String>,
+    header: Option<bool>,
+    max_line_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawOutput {
+    warnings: Option<String>,
+    status: Option<String>,
+    dead_letter: Option<String>,
+    console: Option<bool>,
+}
+
+/// Input formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceFormat {
+    /// One row per instant, one column per entity (like the Harvey export); a row is a batch.
+    CsvWide,
+    /// One reading per row: entity, time, value (and optionally feed) columns.
+    Csv,
+    /// One JSON payload per line: a reading object or an array of them (a batch).
+    Jsonl,
+}
+
+/// A configured input.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// Name used in dead letters and the summary.
+    pub name: String,
+    /// Format.
+    pub format: SourceFormat,
+    /// File path, or `-` for stdin.
+    pub path: PathBuf,
+    /// Feed for readings that do not name one.
+    pub feed: Option<String>,
+    /// Time column (CSV formats): default `ts`.
+    pub time_column: String,
+    /// Zone for timestamps without an offset; without it they are rejected.
+    pub time_zone: Option<Zone>,
+    /// Entity column (long CSV): default `entity`.
+    pub entity_column: String,
+    /// Value column (long CSV): default `value`.
+    pub value_column: String,
+    /// Feed column (long CSV), if any.
+    pub feed_column: Option<String>,
+    /// Wide CSV: columns that are not entities (the time column is skipped anyway).
+    pub skip_columns: Vec<String>,
+    /// Whether a CSV file has a header row (default true; without one the columns are
+    /// entity, ts, value).
+    pub header: bool,
+    /// Lines longer than this are rejected as too large (default 1 MiB).
+    pub max_line_bytes: usize,
+}
+
+/// Where output goes.
+#[derive(Debug, Clone, Default)]
+pub struct OutputConfig {
+    /// Warning records as JSON Lines: a path, or `None` for stdout.
+    pub warnings: Option<PathBuf>,
+    /// Data-status events as JSON Lines.
+    pub status: Option<PathBuf>,
+    /// Rejected input with its reason.
+    pub dead_letter: Option<PathBuf>,
+    /// Also print one human-readable line per warning on stdout.
+    pub console: bool,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// The rule file.
+    pub rules: PathBuf,
+    /// Engine settings.
+    pub engine: EngineConfig,
+    /// Zone times are displayed in (stored as UTC regardless).
+    pub display_zone: Zone,
+    /// Inputs, replayed in order.
+    pub sources: Vec<SourceConfig>,
+    /// Outputs.
+    pub output: OutputConfig,
+}
+
+impl RunConfig {
+    /// Read and validate a configuration file.
+    pub fn load(path: &Path) -> Result<RunConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parse configuration text; `path` locates relative paths and names the file in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<RunConfig, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let rel = |p: &str| {
+            if p == "-" {
+                PathBuf::from("-")
+            } else {
+                base.join(p)
+            }
+        };
+        let mut problems = Vec::new();
+        let mut dur = |key: &str, v: &Option<String>, default: Millis| -> Millis {
+            match v {
+                None => default,
+                Some(s) => parse_duration(s).unwrap_or_else(|| {
+                    problems.push(format!(
+                        "engine.{key}: {s:?} is not a duration (e.g. 90s, 5m, 1h30m)"
+                    ));
+                    default
+                }),
+            }
+        };
+        let defaults = EngineConfig::default();
+        let watermark_delay = dur(
+            "watermark-delay",
+            &raw.engine.watermark_delay,
+            defaults.watermark_delay,
+        );
+        let future_skew = raw
+            .engine
+            .future_skew
+            .as_ref()
+            .map(|_| dur("future-skew", &raw.engine.future_skew, 0));
+        let max_age = dur("max-age", &raw.engine.max_age, defaults.max_age);
+        let delayed_after = dur(
+            "delayed-after",
+            &raw.engine.delayed_after,
+            defaults.delayed_after,
+        );
+        let clock = match raw.engine.clock.as_deref() {
+            None | Some("event") => ClockMode::Event,
+            Some("wall") => ClockMode::Wall,
+            Some(other) => {
+                problems.push(format!(
+                    "engine.clock: {other:?} is neither \"event\" nor \"wall\""
+                ));
+                ClockMode::Event
+            }
+        };
+        fn zone(problems: &mut Vec<String>, key: &str, v: &Option<String>) -> Option<Zone> {
+            let s = v.as_ref()?;
+            match s.parse() {
+                Ok(z) => Some(z),
+                Err(e) => {
+                    problems.push(format!("{key}: {e}"));
+                    None
+                }
+            }
+        }
+        let display_zone = zone(
+            &mut problems,
+            "engine.display-zone",
+            &raw.engine.display_zone,
+        )
+        .unwrap_or_default();
+        let mut sources = Vec::new();
+        for (i, s) in raw.sources.iter().enumerate() {
+            let name = s.name.clone().unwrap_or_else(|| format!("source{}", i + 1));
+            let format = match s.format.as_str() {
+                "csv-wide" => SourceFormat::CsvWide,
+                "csv" => SourceFormat::Csv,
+                "jsonl" | "json-lines" => SourceFormat::Jsonl,
+                other => {
+                    problems.push(format!(
+                        "source {name}: format {other:?} is not one of csv-wide, csv, jsonl"
+                    ));
+                    continue;
+                }
+            };
+            if format == SourceFormat::CsvWide && s.feed.is_none() {
+                problems.push(format!("source {name}: a csv-wide source needs `feed`"));
+            }
+            let time_zone = zone(
+                &mut problems,
+                &format!("source {name}: time-zone"),
+                &s.time_zone,
+            );
+            sources.push(SourceConfig {
+                name,
+                format,
+                path: rel(&s.path),
+                feed: s.feed.clone(),
+                time_column: s.time_column.clone().unwrap_or_else(|| "ts".into()),
+                time_zone,
+                entity_column: s.entity_column.clone().unwrap_or_else(|| "entity".into()),
+                value_column: s.value_column.clone().unwrap_or_else(|| "value".into()),
+                feed_column: s.feed_column.clone(),
+                skip_columns: s.skip_columns.clone(),
+                header: s.header.unwrap_or(true),
+                max_line_bytes: s.max_line_bytes.unwrap_or(1 << 20),
+            });
+        }
+        if sources.is_empty() {
+            problems.push("no [[source]] configured".into());
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems,
+            });
+        }
+        let out = |v: &Option<String>| v.as_deref().filter(|p| *p != "-").map(rel);
+        Ok(RunConfig {
+            rules: rel(&raw.rules),
+            engine: EngineConfig {
+                clock,
+                watermark_delay,
+                future_skew,
+                max_age,
+                delayed_after,
+                require_known_entities: raw.engine.require_known_entities,
+                ..defaults
+            },
+            display_zone,
+            sources,
+            output: OutputConfig {
+                warnings: out(&raw.output.warnings),
+                status: out(&raw.output.status),
+                dead_letter: out(&raw.output.dead_letter),
+                console: raw.output.console.unwrap_or(false),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_is_reported() {
+        let text = r#"
+rules = "r.rules"
+[engine]
+clock = "sundial"
+watermark-delay = "soon"
+display-zone = "Mars/Olympus"
+[[source]]
+format = "xml"
+path = "x"
+"#;
+        let err = RunConfig::parse(text, Path::new("/etc/forewarn/f.toml")).unwrap_err();
+        let ConfigError::Invalid { problems, .. } = err else {
+            panic!("{err}")
+        };
+        assert_eq!(problems.len(), 4, "{problems:?}");
+    }
+
+    #[test]
+    fn paths_are_relative_to_the_file() {
+        let text = "rules = \"r.rules\"\n[[source]]\nformat = \"csv\"\npath = \"-\"\n[output]\ndead-letter = \"dl.jsonl\"\n";
+        let c = RunConfig::parse(text, Path::new("/etc/fw/f.toml")).unwrap();
+        assert_eq!(c.rules, PathBuf::from("/etc/fw/r.rules"));
+        assert_eq!(c.sources[0].path, PathBuf::from("-"));
+        assert_eq!(
+            c.output.dead_letter,
+            Some(PathBuf::from("/etc/fw/dl.jsonl"))
+        );
+        assert_eq!(c.engine.watermark_delay, 60_000);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let text = "rules = \"r\"\nrulez = 1\n";
+        assert!(matches!(
+            RunConfig::parse(text, Path::new("f.toml")),
+            Err(ConfigError::Syntax { .. })
+        ));
+    }
+}

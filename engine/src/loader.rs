@@ -1,0 +1,101 @@
+//! Loading rule files and their tables from disk.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use forewarn_rules::{Compiled, Diagnostics, TableData, TableLoader};
+
+/// Loads tables named in a rule file from CSV files, relative to the rule file's directory;
+/// `overrides` maps a path as written in the rules to another file.
+#[derive(Debug, Clone, Default)]
+pub struct FsTableLoader {
+    /// Directory relative paths are resolved against.
+    pub base: PathBuf,
+    /// Path as written in the rules → file to read instead.
+    pub overrides: HashMap<String, PathBuf>,
+}
+
+impl TableLoader for FsTableLoader {
+    fn load(&self, path: &str) -> Result<TableData, String> {
+        let file = self
+            .overrides
+            .get(path)
+            .cloned()
+            .unwrap_or_else(|| self.base.join(path));
+        read_csv_table(&file).map_err(|e| format!("{}: {e}", file.display()))
+    }
+}
+
+/// Read a CSV file with a header row into raw table cells.
+pub fn read_csv_table(path: &Path) -> Result<TableData, String> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(false)
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .map_err(|e| e.to_string())?;
+    let columns: Vec<String> = rdr
+        .headers()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    let mut rows = Vec::new();
+    for rec in rdr.records() {
+        let rec = rec.map_err(|e| e.to_string())?;
+        rows.push(rec.iter().map(str::to_string).collect());
+    }
+    Ok(TableData { columns, rows })
+}
+
+/// Errors loading a rule file.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file cannot be read.
+    #[error("cannot read rules {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The rules do not compile; the diagnostics say why.
+    #[error("{} error(s) in {path}", .diagnostics.iter().filter(|d| d.severity == forewarn_rules::Severity::Error).count())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Every diagnostic.
+        diagnostics: Box<Diagnostics>,
+    },
+}
+
+/// A loaded rule file: the compiled plan and the warnings of the check, ready to render.
+#[derive(Debug, Clone)]
+pub struct LoadedRules {
+    /// The plan for the engine.
+    pub plan: forewarn_rules::ir::Plan,
+    /// Warnings that did not prevent compiling (W5xx), with the source to render them.
+    pub warnings: Diagnostics,
+}
+
+/// Read, parse, check and plan a rule file, loading its tables relative to it.
+pub fn load_rules(
+    path: &Path,
+    overrides: HashMap<String, PathBuf>,
+) -> Result<LoadedRules, LoadError> {
+    let source = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let loader = FsTableLoader {
+        base: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+        overrides,
+    };
+    let name = path.display().to_string();
+    let Compiled { plan, warnings } =
+        forewarn_rules::compile(&source, &name, &loader).map_err(|d| LoadError::Invalid {
+            path: path.to_path_buf(),
+            diagnostics: Box::new(d),
+        })?;
+    let warnings = Diagnostics::from_warnings(&name, &source, &warnings);
+    Ok(LoadedRules { plan, warnings })
+}

@@ -1,0 +1,712 @@
+//! Replaying inputs (CSV, wide CSV, JSON Lines; files or stdin) into an [`Engine`].
+//!
+//! Decoding failures never stop a replay: each bad line or payload is counted under its
+//! reason and handed to [`ReplayOutput::dead_letter`] with its location and raw bytes;
+//! everything valid around it (even in the same batch) goes on.
+
+use std::io::BufRead;
+
+use forewarn_rules::ir::{FeedId, Millis};
+use serde_json::Value as Json;
+
+use crate::config::{SourceConfig, SourceFormat};
+use crate::engine::{Engine, Reading, Value};
+use crate::record::{RejectReason, Rejection, Sink};
+use crate::time::{parse_timestamp, TimeError, Zone};
+
+/// A rejected input, with where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// Source name.
+    pub source: String,
+    /// 1-based line number in the source.
+    pub line: u64,
+    /// Why.
+    pub reason: RejectReason,
+    /// Human-readable explanation.
+    pub detail: String,
+    /// Entity, when known.
+    pub entity: Option<String>,
+    /// Feed, when known.
+    pub feed: Option<String>,
+    /// Event time, when known.
+    pub ts: Option<Millis>,
+    /// Value, when known.
+    pub value: Option<String>,
+    /// The raw line or payload.
+    pub raw: Vec<u8>,
+}
+
+impl DeadLetter {
+    /// As a JSON object (`raw` as text when it is UTF-8, else `raw_hex`).
+    pub fn to_json(&self, zone: &Zone) -> Json {
+        let mut v = serde_json::json!({
+            "source": self.source,
+            "line": self.line,
+            "reason": self.reason,
+            "detail": self.detail,
+            "entity": self.entity,
+            "feed": self.feed,
+            "ts": self.ts.map(|t| zone.format(t)),
+            "value": self.value,
+        });
+        match std::str::from_utf8(&self.raw) {
+            Ok(s) => v["raw"] = Json::String(s.trim_end_matches(['\r', '\n']).to_string()),
+            Err(_) => {
+                v["raw_hex"] = Json::String(self.raw.iter().map(|b| format!("{b:02x}")).collect())
+            }
+        }
+        v
+    }
+}
+
+/// Where a replay's output goes: the engine's [`Sink`] plus dead letters.
+pub trait ReplayOutput: Sink {
+    /// A rejected input.
+    fn dead_letter(&mut self, d: DeadLetter);
+}
+
+/// Per-source statistics.
+#[derive(Debug, Clone, Default)]
+pub struct SourceStats {
+    /// Lines read (header excluded).
+    pub lines: u64,
+    /// Readings handed to the engine.
+    pub readings: u64,
+    /// Lines or payloads that could not be decoded.
+    pub bad: u64,
+}
+
+/// Adapts a [`ReplayOutput`] so that engine rejections become dead letters carrying the
+/// current line's location and raw bytes.
+struct LineContext<'a> {
+    out: &'a mut dyn ReplayOutput,
+    source: &'a str,
+    line: u64,
+    raw: &'a [u8],
+}
+
+impl Sink for LineContext<'_> {
+    fn warning(&mut self, w: crate::record::Warning) {
+        self.out.warning(w)
+    }
+    fn status(&mut self, s: crate::record::StatusEvent) {
+        self.out.status(s)
+    }
+    fn rejected(&mut self, r: Rejection) {
+        let here = r.tag == self.line;
+        self.out.dead_letter(DeadLetter {
+            source: self.source.to_string(),
+            line: r.tag,
+            reason: r.reason,
+            detail: r.detail,
+            entity: Some(r.entity),
+            feed: Some(r.feed),
+            ts: Some(r.ts),
+            value: Some(r.value),
+            raw: if here { self.raw.to_vec() } else { Vec::new() },
+        });
+    }
+}
+
+/// Resolves the feed of a reading that does not name one (by entity), if the source has no
+/// fixed feed.
+pub type FeedOf<'a> = &'a dyn Fn(&str) -> Option<FeedId>;
+
+/// Replay one source into the engine. `@clock,<ts>,` rows (CSV) move the wall clock.
+pub fn replay(
+    engine: &mut Engine,
+    src: &SourceConfig,
+    input: &mut dyn BufRead,
+    out: &mut dyn ReplayOutput,
+    feed_of: Option<FeedOf<'_>>,
+) -> std::io::Result<SourceStats> {
+    match src.format {
+        SourceFormat::CsvWide => replay_wide(engine, src, input, out),
+        SourceFormat::Csv => replay_lines(engine, src, input, out, feed_of, Kind::Csv),
+        SourceFormat::Jsonl => replay_lines(engine, src, input, out, feed_of, Kind::Jsonl),
+    }
+}
+
+fn bad(
+    src: &SourceConfig,
+    line: u64,
+    reason: RejectReason,
+    detail: impl Into<String>,
+    raw: &[u8],
+) -> DeadLetter {
+    DeadLetter {
+        source: src.name.clone(),
+        line,
+        reason,
+        detail: detail.into(),
+        entity: None,
+        feed: None,
+        ts: None,
+        value: None,
+        raw: raw.to_vec(),
+    }
+}
+
+fn time_reason(e: &TimeError) -> RejectReason {
+    match e {
+        TimeError::NoOffset(_) => RejectReason::NoOffset,
+        _ => RejectReason::BadTimestamp,
+    }
+}
+
+/// Split a CSV line (RFC 4180 quoting) into fields.
+fn split_csv(line: &str, fields: &mut Vec<String>) {
+    fields.clear();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => fields.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    fields.push(cur);
+}
+
+fn replay_wide(
+    engine: &mut Engine,
+    src: &SourceConfig,
+    input: &mut dyn BufRead,
+    out: &mut dyn ReplayOutput,
+) -> std::io::Result<SourceStats> {
+    let mut stats = SourceStats::default();
+    let feed_name = src.feed.clone().unwrap_or_default();
+    let Some(feed) = engine.feed(&feed_name) else {
+        engine.count_source_rejection(RejectReason::UnknownFeed);
+        out.dead_letter(bad(
+            src,
+            0,
+            RejectReason::UnknownFeed,
+            format!("feed {feed_name:?} is not declared in the rules"),
+            b"",
+        ));
+        return Ok(stats);
+    };
+    let mut raw = Vec::new();
+    let mut fields = Vec::new();
+    let mut line_no = 0u64;
+    // header
+    let header: Vec<String> = loop {
+        raw.clear();
+        if input.read_until(b'\n', &mut raw)? == 0 {
+            return Ok(stats);
+        }
+        line_no += 1;
+        let text = String::from_utf8_lossy(&raw);
+        if text.trim().is_empty() {
+            continue;
+        }
+        split_csv(text.trim_end_matches(['\r', '\n']), &mut fields);
+        break fields.iter().map(|f| f.trim().to_string()).collect();
+    };
+    let Some(time_col) = header.iter().position(|h| *h == src.time_column) else {
+        engine.count_source_rejection(RejectReason::MissingField);
+        out.dead_letter(bad(
+            src,
+            line_no,
+            RejectReason::MissingField,
+            format!("no time column {:?} in the header", src.time_column),
+            &raw,
+        ));
+        return Ok(stats);
+    };
+    let entity_cols: Vec<usize> = (0..header.len())
+        .filter(|&i| i != time_col && !src.skip_columns.contains(&header[i]))
+        .collect();
+    loop {
+        raw.clear();
+        if input.read_until(b'\n', &mut raw)? == 0 {
+            break;
+        }
+        line_no += 1;
+        stats.lines += 1;
+        if raw.len() > src.max_line_bytes {
+            stats.bad += 1;
+            engine.count_source_rejection(RejectReason::TooLarge);
+            out.dead_letter(bad(
+                src,
+                line_no,
+                RejectReason::TooLarge,
+                format!("line of {} bytes", raw.len()),
+                &raw,
+            ));
+            continue;
+        }
+        let Ok(text) = std::str::from_utf8(&raw) else {
+            stats.bad += 1;
+            engine.count_source_rejection(RejectReason::Malformed);
+            out.dead_letter(bad(
+                src,
+                line_no,
+                RejectReason::Malformed,
+                "line is not UTF-8",
+                &raw,
+            ));
+            continue;
+        };
+        let text = text.trim_end_matches(['\r', '\n']);
+        if text.trim().is_empty() {
+            continue;
+        }
+        split_csv(text, &mut fields);
+        if fields.len() != header.len() {
+            stats.bad += 1;
+            engine.count_source_rejection(RejectReason::Malformed);
+            out.dead_letter(bad(
+                src,
+                line_no,
+                RejectReason::Malformed,
+                format!(
+                    "{} fields where the header has {}",
+                    fields.len(),
+                    header.len()
+                ),
+                &raw,
+            ));
+            continue;
+        }
+        let ts = match parse_timestamp(&fields[time_col], src.time_zone.as_ref()) {
+            Ok(ts) => ts,
+            Err(e) => {
+                stats.bad += 1;
+                engine.count_source_rejection(time_reason(&e));
+                out.dead_letter(bad(src, line_no, time_reason(&e), e.to_string(), &raw));
+                continue;
+            }
+        };
+        let mut readings: Vec<Reading<'_>> = Vec::with_capacity(entity_cols.len());
+        for &c in &entity_cols {
+            let cell = fields[c].trim();
+            if cell.is_empty() {
+                continue;
+            }
+            let value = match cell.parse::<f64>() {
+                Ok(v) => Value::Num(v),
+                Err(_) => Value::Text(cell),
+            };
+            readings.push(Reading {
+                entity: &header[c],
+                feed,
+                ts,
+                value,
+                tag: line_no,
+            });
+        }
+        stats.readings += readings.len() as u64;
+        let mut ctx = LineContext {
+            out,
+            source: &src.name,
+            line: line_no,
+            raw: &raw,
+        };
+        engine.push_batch(&readings, &mut ctx);
+    }
+    Ok(stats)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Csv,
+    Jsonl,
+}
+
+/// A decoded reading whose strings live in the current line.
+struct Decoded {
+    entity: String,
+    feed: FeedId,
+    ts: Millis,
+    value: DecodedValue,
+}
+
+enum DecodedValue {
+    Num(f64),
+    Text(String),
+}
+
+fn replay_lines(
+    engine: &mut Engine,
+    src: &SourceConfig,
+    input: &mut dyn BufRead,
+    out: &mut dyn ReplayOutput,
+    feed_of: Option<FeedOf<'_>>,
+    kind: Kind,
+) -> std::io::Result<SourceStats> {
+    let mut stats = SourceStats::default();
+    let fixed_feed = src.feed.as_deref().and_then(|f| engine.feed(f));
+    if let (Some(name), None) = (&src.feed, fixed_feed) {
+        engine.count_source_rejection(RejectReason::UnknownFeed);
+        out.dead_letter(bad(
+            src,
+            0,
+            RejectReason::UnknownFeed,
+            format!("feed {name:?} is not declared in the rules"),
+            b"",
+        ));
+        return Ok(stats);
+    }
+    let mut raw = Vec::new();
+    let mut fields: Vec<String> = Vec::new();
+    let mut columns: Option<(usize, usize, usize, Option<usize>)> = None;
+    if kind == Kind::Csv && !src.header {
+        columns = Some((0, 1, 2, None));
+    }
+    let mut line_no = 0u64;
+    let mut decoded: Vec<Decoded> = Vec::new();
+    loop {
+        raw.clear();
+        if input.read_until(b'\n', &mut raw)? == 0 {
+            break;
+        }
+        line_no += 1;
+        if raw.len() > src.max_line_bytes {
+            stats.lines += 1;
+            stats.bad += 1;
+            engine.count_source_rejection(RejectReason::TooLarge);
+            out.dead_letter(bad(
+                src,
+                line_no,
+                RejectReason::TooLarge,
+                format!("line of {} bytes", raw.len()),
+                &raw,
+            ));
+            continue;
+        }
+        let trimmed = trim_ascii(&raw);
+        if trimmed.is_empty() || trimmed.starts_with(b"#") {
+            continue;
+        }
+        let text = match std::str::from_utf8(trimmed) {
+            Ok(t) => t,
+            Err(_) => {
+                stats.lines += 1;
+                stats.bad += 1;
+                engine.count_source_rejection(RejectReason::Malformed);
+                out.dead_letter(bad(
+                    src,
+                    line_no,
+                    RejectReason::Malformed,
+                    "not UTF-8 text",
+                    &raw,
+                ));
+                continue;
+            }
+        };
+        if kind == Kind::Csv && columns.is_none() {
+            split_csv(text, &mut fields);
+            let find = |n: &str| fields.iter().position(|f| f.trim() == n);
+            match (
+                find(&src.entity_column),
+                find(&src.time_column),
+                find(&src.value_column),
+            ) {
+                (Some(e), Some(t), Some(v)) => {
+                    let f = src.feed_column.as_deref().and_then(find);
+                    columns = Some((e, t, v, f));
+                }
+                _ => {
+                    engine.count_source_rejection(RejectReason::MissingField);
+                    out.dead_letter(bad(
+                        src,
+                        line_no,
+                        RejectReason::MissingField,
+                        format!(
+                            "header lacks one of the columns {:?}, {:?}, {:?}",
+                            src.entity_column, src.time_column, src.value_column
+                        ),
+                        &raw,
+                    ));
+                    return Ok(stats);
+                }
+            }
+            continue;
+        }
+        stats.lines += 1;
+        decoded.clear();
+        if kind == Kind::Csv {
+            split_csv(text, &mut fields);
+            if fields.first().map(|f| f.trim()) == Some("@clock") {
+                match fields
+                    .get(1)
+                    .map(|t| parse_timestamp(t, src.time_zone.as_ref()))
+                {
+                    Some(Ok(t)) => {
+                        let mut ctx = LineContext {
+                            out,
+                            source: &src.name,
+                            line: line_no,
+                            raw: &raw,
+                        };
+                        engine.set_wall_clock(t, &mut ctx);
+                    }
+                    _ => {
+                        stats.bad += 1;
+                        engine.count_source_rejection(RejectReason::BadTimestamp);
+                        out.dead_letter(bad(
+                            src,
+                            line_no,
+                            RejectReason::BadTimestamp,
+                            "bad @clock line",
+                            &raw,
+                        ));
+                    }
+                }
+                continue;
+            }
+        }
+        let mut item_errors: Vec<DeadLetter> = Vec::new();
+        let resolve = |entity: &str, named: Option<&str>| -> Result<FeedId, DeadLetter> {
+            if let Some(n) = named {
+                return engine.feed(n).ok_or_else(|| {
+                    bad(
+                        src,
+                        line_no,
+                        RejectReason::UnknownFeed,
+                        format!("feed {n:?} is not declared"),
+                        &raw,
+                    )
+                });
+            }
+            fixed_feed
+                .or_else(|| feed_of.and_then(|f| f(entity)))
+                .ok_or_else(|| {
+                    bad(
+                        src,
+                        line_no,
+                        RejectReason::UnknownFeed,
+                        format!("no feed for entity {entity:?}"),
+                        &raw,
+                    )
+                })
+        };
+        let result: Result<(), DeadLetter> = match kind {
+            Kind::Csv => {
+                let (ec, tc, vc, fc) = columns.unwrap_or((0, 1, 2, None));
+                if fields.len() <= ec.max(tc).max(vc) {
+                    Err(bad(
+                        src,
+                        line_no,
+                        RejectReason::MissingField,
+                        format!("{} fields", fields.len()),
+                        &raw,
+                    ))
+                } else {
+                    let entity = fields[ec].trim().to_string();
+                    let named = fc.and_then(|c| fields.get(c)).map(|s| s.trim().to_string());
+                    resolve(&entity, named.as_deref()).and_then(|feed| {
+                        let ts = parse_timestamp(&fields[tc], src.time_zone.as_ref())
+                            .map_err(|e| bad(src, line_no, time_reason(&e), e.to_string(), &raw))?;
+                        let cell = fields[vc].trim();
+                        let value = cell.parse::<f64>().map_or_else(
+                            |_| DecodedValue::Text(cell.to_string()),
+                            DecodedValue::Num,
+                        );
+                        decoded.push(Decoded {
+                            entity,
+                            feed,
+                            ts,
+                            value,
+                        });
+                        Ok(())
+                    })
+                }
+            }
+            Kind::Jsonl => match serde_json::from_str::<Json>(text) {
+                Err(e) => Err(bad(
+                    src,
+                    line_no,
+                    RejectReason::Malformed,
+                    format!("invalid JSON: {e}"),
+                    &raw,
+                )),
+                Ok(Json::Array(items)) => {
+                    // a batch: every valid item is kept even when others are bad
+                    for item in &items {
+                        match decode_json(item, src, &resolve) {
+                            Ok(d) => decoded.push(d),
+                            Err(mut d) => {
+                                d.line = line_no;
+                                d.raw = item.to_string().into_bytes();
+                                item_errors.push(d);
+                            }
+                        }
+                    }
+                    Ok(())
+                }
+                Ok(item) => decode_json(&item, src, &resolve).map(|d| decoded.push(d)),
+            },
+        };
+        for d in item_errors {
+            stats.bad += 1;
+            engine.count_source_rejection(d.reason);
+            out.dead_letter(d);
+        }
+        if let Err(mut d) = result {
+            d.line = line_no;
+            d.raw = raw.clone();
+            stats.bad += 1;
+            engine.count_source_rejection(d.reason);
+            out.dead_letter(d);
+            continue;
+        }
+        let readings: Vec<Reading<'_>> = decoded
+            .iter()
+            .map(|d| Reading {
+                entity: &d.entity,
+                feed: d.feed,
+                ts: d.ts,
+                value: match &d.value {
+                    DecodedValue::Num(v) => Value::Num(*v),
+                    DecodedValue::Text(s) => Value::Text(s),
+                },
+                tag: line_no,
+            })
+            .collect();
+        stats.readings += readings.len() as u64;
+        let mut ctx = LineContext {
+            out,
+            source: &src.name,
+            line: line_no,
+            raw: &raw,
+        };
+        match readings.as_slice() {
+            [one] => {
+                let _ = engine.push(one, &mut ctx);
+            }
+            [] => {}
+            many => {
+                engine.push_batch(many, &mut ctx);
+            }
+        }
+    }
+    Ok(stats)
+}
+
+fn trim_ascii(b: &[u8]) -> &[u8] {
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &b[start..end.max(start)]
+}
+
+fn decode_json(
+    item: &Json,
+    src: &SourceConfig,
+    resolve: &dyn Fn(&str, Option<&str>) -> Result<FeedId, DeadLetter>,
+) -> Result<Decoded, DeadLetter> {
+    let missing = |what: &str| {
+        bad(
+            src,
+            0,
+            RejectReason::MissingField,
+            format!("missing field {what:?}"),
+            b"",
+        )
+    };
+    let Json::Object(map) = item else {
+        return Err(bad(
+            src,
+            0,
+            RejectReason::Malformed,
+            "a reading must be a JSON object",
+            b"",
+        ));
+    };
+    let field = |names: &[&str]| names.iter().find_map(|n| map.get(*n));
+    let entity = match field(&["entity", "id", "station", "site"]) {
+        Some(Json::String(s)) => s.clone(),
+        Some(Json::Number(n)) => n.to_string(),
+        Some(_) => {
+            return Err(bad(
+                src,
+                0,
+                RejectReason::Malformed,
+                "entity must be a string",
+                b"",
+            ))
+        }
+        None => return Err(missing("entity")),
+    };
+    let feed_name = match field(&["feed", "metric"]) {
+        Some(Json::String(s)) => Some(s.as_str()),
+        Some(_) => {
+            return Err(bad(
+                src,
+                0,
+                RejectReason::Malformed,
+                "feed must be a string",
+                b"",
+            ))
+        }
+        None => None,
+    };
+    let with = |mut d: DeadLetter| {
+        d.entity = Some(entity.clone());
+        d
+    };
+    let feed = resolve(&entity, feed_name).map_err(with)?;
+    let ts = match field(&["ts", "time", "timestamp"]) {
+        Some(Json::String(s)) => parse_timestamp(s, src.time_zone.as_ref())
+            .map_err(|e| with(bad(src, 0, time_reason(&e), e.to_string(), b"")))?,
+        Some(Json::Number(n)) => parse_timestamp(&n.to_string(), None)
+            .map_err(|e| with(bad(src, 0, RejectReason::BadTimestamp, e.to_string(), b"")))?,
+        Some(_) => {
+            return Err(with(bad(
+                src,
+                0,
+                RejectReason::BadTimestamp,
+                "timestamp must be a string or a number",
+                b"",
+            )))
+        }
+        None => return Err(with(missing("ts"))),
+    };
+    let value = match map.get("value") {
+        Some(Json::Number(n)) => DecodedValue::Num(n.as_f64().unwrap_or(f64::NAN)),
+        Some(Json::String(s)) => DecodedValue::Text(s.clone()),
+        Some(Json::Null) | None => return Err(with(missing("value"))),
+        Some(other) => {
+            return Err(with(bad(
+                src,
+                0,
+                RejectReason::NotNumeric,
+                format!("value {other} is not a number"),
+                b"",
+            )));
+        }
+    };
+    Ok(Decoded {
+        entity,
+        feed,
+        ts,
+        value,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quoting() {
+        let mut f = Vec::new();
+        split_csv(r#"a,"b,c","d""e",,f"#, &mut f);
+        assert_eq!(f, vec!["a", "b,c", "d\"e", "", "f"]);
+    }
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The project's test command (README): sets up what the tests need, then runs them all.
+# Usage: scripts/test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Reuse a build directory outside the clone when the caller does not choose one, so repeated
+# CI runs on this machine do not rebuild everything (a fresh machine builds from scratch).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/forewarn/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked "$@"
+echo "== forewarn test tests/cases (the same runner the case tests use)"
+"$CARGO_TARGET_DIR/debug/forewarn" test tests/cases > /tmp/forewarn-cases.log || { cat /tmp/forewarn-cases.log; exit 1; }
+tail -1 /tmp/forewarn-cases.log
