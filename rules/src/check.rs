@@ -1,0 +1,2482 @@
+//! The checker: resolves names, types, units and durations of an [`ast::File`] and builds the
+//! [`ir::Plan`]. Every error of the file is collected; a name whose definition already failed
+//! is "poisoned" so that its uses do not produce knock-on errors.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use sha2::{Digest, Sha256};
+
+use crate::ast::{self, BinOp as ABin, Clause, ExprKind, Ident, Item, RuleLevels, UnOp};
+use crate::diag::{did_you_mean, Diagnostic, Span};
+use crate::ir::{self, Expr, FeedId, Millis, Quantity, TableId, Unit, WindowFunc, WindowId};
+use crate::reach;
+use crate::units::{self, UnitKind};
+use crate::{TableData, TableLoader};
+
+const WINDOW_FUNCS: &[&str] = &[
+    "sum",
+    "count",
+    "avg",
+    "twa",
+    "min",
+    "max",
+    "first",
+    "last",
+    "delta",
+    "rate",
+    "integrate",
+    "missing",
+    "decay_sum",
+    "since",
+];
+const GROUP_FUNCS: &[&str] = &[
+    "group_median",
+    "group_mean",
+    "group_min",
+    "group_max",
+    "group_count",
+    "peer_median",
+    "peer_mean",
+    "peer_min",
+    "peer_max",
+    "peer_count",
+];
+
+/// Format a duration compactly: `3h`, `1h30m`, `24h`, `10d`, `250ms`. Days are used from
+/// two days on (`24h` and `36h` stay in hours, as hydrologists write them; `48h` is `2d`).
+pub fn fmt_duration(ms: Millis) -> String {
+    if ms == 0 {
+        return "0s".to_string();
+    }
+    let mut out = String::new();
+    let mut rest = ms.unsigned_abs();
+    if ms < 0 {
+        out.push('-');
+    }
+    let days_from = if rest >= 2 * 86_400_000 {
+        86_400_000u64
+    } else {
+        u64::MAX
+    };
+    for (unit, size) in [
+        ("d", days_from),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ] {
+        if rest >= size && size != u64::MAX {
+            let _ = write!(out, "{}{unit}", rest / size);
+            rest %= size;
+        }
+    }
+    out
+}
+
+/// The numeric "unit type" of a value while checking.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Nu {
+    /// A canonical unit.
+    Known(Unit),
+    /// A plain number or a table column: takes the unit of the other side.
+    Bare,
+    /// A constant in `cm` or `cm/h`, resolved by what it meets.
+    Amb(UnitKind),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Ty {
+    Num(Nu),
+    Cond,
+    /// Already reported: stay silent.
+    Error,
+}
+
+type Checked = (Expr, Ty);
+
+const ERR: Checked = (Expr::Num(0.0), Ty::Error);
+
+fn nu_text(n: Nu) -> String {
+    match n {
+        Nu::Known(u) => units::describe(u),
+        Nu::Bare => "a plain number".to_string(),
+        Nu::Amb(UnitKind::CmPerHour) => "cm/h".to_string(),
+        Nu::Amb(_) => "cm".to_string(),
+    }
+}
+
+fn scale(e: Expr, k: f64) -> Expr {
+    if k == 1.0 {
+        return e;
+    }
+    match e {
+        Expr::Num(v) => Expr::Num(v * k),
+        e => Expr::Binary(ir::BinOp::Mul, Box::new(e), Box::new(Expr::Num(k))),
+    }
+}
+
+fn is_const(e: &Expr) -> bool {
+    matches!(e, Expr::Num(_))
+}
+
+fn fold(op: ir::BinOp, l: Expr, r: Expr) -> Expr {
+    match (op, &l, &r) {
+        (ir::BinOp::Add, Expr::Num(a), Expr::Num(b)) => Expr::Num(a + b),
+        (ir::BinOp::Sub, Expr::Num(a), Expr::Num(b)) => Expr::Num(a - b),
+        (ir::BinOp::Mul, Expr::Num(a), Expr::Num(b)) => Expr::Num(a * b),
+        (ir::BinOp::Div, Expr::Num(a), Expr::Num(b)) if *b != 0.0 => Expr::Num(a / b),
+        _ => Expr::Binary(op, Box::new(l), Box::new(r)),
+    }
+}
+
+struct TableEntry {
+    def: ir::TableDef,
+    failed: bool,
+    name_span: Span,
+    /// Per column: first non-numeric cell (entity, text), if any.
+    text_example: Vec<Option<(String, String)>>,
+}
+
+#[derive(Clone)]
+enum LetVal {
+    Ok(Expr, Ty),
+    Poisoned,
+}
+
+/// What a rule reads, gathered while checking its expressions.
+#[derive(Default)]
+struct RuleCx {
+    lets: HashMap<String, LetVal>,
+    all_lets: Vec<String>,
+    /// Windows in first-use order.
+    windows: Vec<WindowId>,
+    thresholds: Vec<(String, Expr)>,
+    required: Vec<TableId>,
+    /// Every table reference: (table, span, has default).
+    table_refs: Vec<(TableId, Span, bool)>,
+}
+
+impl RuleCx {
+    fn use_window(&mut self, w: WindowId) {
+        if !self.windows.contains(&w) {
+            self.windows.push(w);
+        }
+    }
+    fn use_table(&mut self, t: TableId, span: Span, has_default: bool) {
+        self.table_refs.push((t, span, has_default));
+        if !has_default && !self.required.contains(&t) {
+            self.required.push(t);
+        }
+    }
+}
+
+struct LevelInfo {
+    def: ir::LevelDef,
+    when_span: Span,
+}
+
+pub(crate) struct Checker<'a> {
+    src: &'a str,
+    loader: &'a dyn TableLoader,
+    pub(crate) diags: Vec<Diagnostic>,
+    syntax_errors: bool,
+    hasher: Sha256,
+    feeds: Vec<ir::FeedDef>,
+    feed_spans: Vec<Span>,
+    feed_used: Vec<bool>,
+    tables: Vec<TableEntry>,
+    levelsets: HashMap<String, (Vec<Ident>, Span)>,
+    levelset_names: Vec<String>,
+    windows: Vec<ir::WindowNode>,
+    rules: Vec<ir::RuleDef>,
+    rule_spans: HashMap<String, Span>,
+}
+
+impl<'a> Checker<'a> {
+    pub(crate) fn new(src: &'a str, loader: &'a dyn TableLoader, syntax_errors: bool) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update(src.as_bytes());
+        Checker {
+            src,
+            loader,
+            diags: Vec::new(),
+            syntax_errors,
+            hasher,
+            feeds: Vec::new(),
+            feed_spans: Vec::new(),
+            feed_used: Vec::new(),
+            tables: Vec::new(),
+            levelsets: HashMap::new(),
+            levelset_names: Vec::new(),
+            windows: Vec::new(),
+            rules: Vec::new(),
+            rule_spans: HashMap::new(),
+        }
+    }
+
+    fn err(&mut self, d: Diagnostic) {
+        self.diags.push(d);
+    }
+
+    fn text(&self, s: Span) -> &str {
+        self.src.get(s.start..s.end).unwrap_or("")
+    }
+
+    fn line_of(&self, offset: usize) -> u32 {
+        crate::diag::line_col(self.src, offset).0 as u32
+    }
+
+    /// Check the whole file and build the plan (meaningful only when no error was reported).
+    pub(crate) fn check(mut self, file: &ast::File) -> (ir::Plan, Vec<Diagnostic>) {
+        // declarations first, so that rules may use anything declared anywhere
+        for item in &file.items {
+            match item {
+                Item::Feed(f) => self.feed(f),
+                Item::Table(t) => self.table(t),
+                Item::Levels(l) => self.levelset(l),
+                Item::Rule(_) => {}
+            }
+        }
+        for item in &file.items {
+            if let Item::Rule(r) = item {
+                self.rule(r);
+            }
+        }
+        if !self.syntax_errors {
+            for (i, used) in self.feed_used.iter().enumerate() {
+                if !used {
+                    let name = &self.feeds[i].name;
+                    self.diags.push(
+                        Diagnostic::warning(
+                            "W502",
+                            format!("feed `{name}` is declared but not used by any rule"),
+                            self.feed_spans[i],
+                        )
+                        .label("never used")
+                        .help("remove the declaration, or use the feed in a rule"),
+                    );
+                }
+            }
+        }
+        let hash = self.hasher.clone().finalize();
+        let mut ruleset_hash = String::with_capacity(64);
+        for b in hash {
+            let _ = write!(ruleset_hash, "{b:02x}");
+        }
+        let plan = ir::Plan {
+            feeds: self.feeds,
+            tables: self.tables.into_iter().map(|t| t.def).collect(),
+            windows: self.windows,
+            rules: self.rules,
+            ruleset_hash,
+        };
+        (plan, self.diags)
+    }
+
+    // ---------------------------------------------------------------- declarations
+
+    fn feed(&mut self, f: &ast::FeedDecl) {
+        if let Some(i) = self.feeds.iter().position(|x| x.name == f.name.name) {
+            let first = self.feed_spans[i];
+            self.err(
+                Diagnostic::error(
+                    "E207",
+                    format!("feed `{}` is declared twice", f.name.name),
+                    f.name.span,
+                )
+                .label("declared again here")
+                .secondary(first, "first declared here"),
+            );
+            return;
+        }
+        let quantity = match f.quantity.name.as_str() {
+            "depth" => Some(Quantity::Depth),
+            "rate" => Some(Quantity::Rate),
+            "level" => Some(Quantity::Level),
+            "count" => Some(Quantity::Count),
+            other => {
+                let sugg = did_you_mean(other, ["depth", "rate", "level", "count"]);
+                self.err(
+                    Diagnostic::error(
+                        "E212",
+                        format!("unknown quantity `{other}`"),
+                        f.quantity.span,
+                    )
+                    .label("expected `depth`, `rate`, `level` or `count`")
+                    .maybe_help(sugg.map(|s| format!("did you mean `{s}`?"))),
+                );
+                None
+            }
+        };
+        let (unit, scale_, declared) = match quantity {
+            Some(q) => match units::feed_unit(q, f.unit.as_ref().map(|u| u.0.as_str())) {
+                Ok((u, s)) => (
+                    u,
+                    s,
+                    f.unit
+                        .as_ref()
+                        .map_or_else(|| u.to_string(), |x| x.0.clone()),
+                ),
+                Err(allowed) => {
+                    let (text, span) = f.unit.clone().unwrap_or_default();
+                    let d = if units::lookup(&text).is_none() {
+                        Diagnostic::error("E212", format!("unknown unit `{text}`"), span)
+                            .label("not a unit forewarn knows")
+                    } else {
+                        Diagnostic::error(
+                            "E304",
+                            format!("unit `{text}` does not fit a {} feed", f.quantity.name),
+                            span,
+                        )
+                        .label(format!("not a unit of {}", f.quantity.name))
+                    };
+                    self.err(d.help(allowed));
+                    (Unit::None, 1.0, text)
+                }
+            },
+            None => (Unit::None, 1.0, String::new()),
+        };
+        let mut def = ir::FeedDef {
+            name: f.name.name.clone(),
+            quantity: quantity.unwrap_or(Quantity::Count),
+            unit,
+            declared_unit: declared,
+            scale: scale_,
+            range: None,
+            interval: None,
+            late: 15 * 60_000,
+            reorder: 0,
+            stale: None,
+            offline: None,
+            duplicates: ir::DuplicatePolicy::Replace,
+            strict: false,
+        };
+        let mut seen: HashMap<&str, Span> = HashMap::new();
+        let mut stale_span = None;
+        let mut offline_span = None;
+        for o in &f.opts {
+            if let Some(first) = seen.insert(o.name.name.as_str(), o.name.span) {
+                self.err(
+                    Diagnostic::error(
+                        "E207",
+                        format!("option `{}` is given twice", o.name.name),
+                        o.name.span,
+                    )
+                    .label("given again here")
+                    .secondary(first, "first given here"),
+                );
+                continue;
+            }
+            match &o.value {
+                ast::FeedOptValue::Range(lo, hi) => {
+                    let lo_v = self.range_bound(lo, &def);
+                    let hi_v = self.range_bound(hi, &def);
+                    if let (Some(a), Some(b)) = (lo_v, hi_v) {
+                        if a > b {
+                            self.err(
+                                Diagnostic::error(
+                                    "E307",
+                                    "the range's low end is above its high end",
+                                    o.span,
+                                )
+                                .label(format!("{} > {}", self.text(lo.span), self.text(hi.span)))
+                                .help("write the range as `low .. high`"),
+                            );
+                        } else {
+                            def.range = Some((a, b));
+                        }
+                    }
+                }
+                ast::FeedOptValue::Duration(e) => {
+                    let allow_zero = matches!(o.name.name.as_str(), "late" | "reorder");
+                    let what = format!("`{}`", o.name.name);
+                    if let Some(ms) = self.expect_duration(e, &what, allow_zero) {
+                        match o.name.name.as_str() {
+                            "interval" => def.interval = Some(ms),
+                            "late" => def.late = ms,
+                            "reorder" => def.reorder = ms,
+                            "stale" => {
+                                def.stale = Some(ms);
+                                stale_span = Some(o.span);
+                            }
+                            "offline" => {
+                                def.offline = Some(ms);
+                                offline_span = Some(o.span);
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                ast::FeedOptValue::Word(w) => match w.name.as_str() {
+                    "replace" => def.duplicates = ir::DuplicatePolicy::Replace,
+                    "ignore" => def.duplicates = ir::DuplicatePolicy::Ignore,
+                    "add" => def.duplicates = ir::DuplicatePolicy::Add,
+                    other => {
+                        let s = did_you_mean(other, ["replace", "ignore", "add"]);
+                        self.err(
+                            Diagnostic::error(
+                                "E307",
+                                format!("invalid value `{other}` for `duplicates`"),
+                                w.span,
+                            )
+                            .label("expected `replace`, `ignore` or `add`")
+                            .maybe_help(s.map(|s| format!("did you mean `{s}`?"))),
+                        );
+                    }
+                },
+                ast::FeedOptValue::Flag => def.strict = true,
+            }
+        }
+        if let (Some(s), Some(o), Some(ss), Some(os)) =
+            (def.stale, def.offline, stale_span, offline_span)
+        {
+            if o <= s {
+                self.err(
+                    Diagnostic::error(
+                        "E307",
+                        "the offline budget must be longer than the staleness budget",
+                        os,
+                    )
+                    .label(format!("offline after {}", fmt_duration(o)))
+                    .secondary(ss, format!("stale after {}", fmt_duration(s)))
+                    .help("a feed first goes stale, then offline: make `offline` longer"),
+                );
+            }
+        }
+        self.feeds.push(def);
+        self.feed_spans.push(f.name.span);
+        self.feed_used.push(false);
+    }
+
+    fn range_bound(&mut self, e: &ast::Expr, def: &ir::FeedDef) -> Option<f64> {
+        let (neg, inner) = match &e.kind {
+            ExprKind::Unary(UnOp::Neg, x) => (true, &**x),
+            _ => (false, e),
+        };
+        let v = match &inner.kind {
+            ExprKind::Num { value, unit: None } => value * def.scale,
+            ExprKind::Num {
+                value,
+                unit: Some((u, us)),
+            } => match units::lookup(u).and_then(|k| units::resolve_against(k, def.unit)) {
+                Some(k) => value * k,
+                None => {
+                    self.err(
+                        Diagnostic::error(
+                            "E304",
+                            format!("unit `{u}` does not fit feed `{}`", def.name),
+                            *us,
+                        )
+                        .label(format!("the feed is in {}", def.declared_unit))
+                        .help("range bounds are in the feed's declared unit; leave the unit out"),
+                    );
+                    return None;
+                }
+            },
+            ExprKind::Error => return None,
+            _ => {
+                self.err(
+                    Diagnostic::error("E302", "a range bound must be a number", e.span)
+                        .label("expected a number")
+                        .help("write `range 0 .. 200`"),
+                );
+                return None;
+            }
+        };
+        Some(if neg { -v } else { v })
+    }
+
+    fn table(&mut self, t: &ast::TableDecl) {
+        if let Some(first) = self
+            .tables
+            .iter()
+            .find(|x| x.def.name == t.name.name)
+            .map(|x| x.name_span)
+        {
+            self.err(
+                Diagnostic::error(
+                    "E207",
+                    format!("table `{}` is declared twice", t.name.name),
+                    t.name.span,
+                )
+                .label("declared again here")
+                .secondary(first, "first declared here"),
+            );
+            return;
+        }
+        let mut entry = TableEntry {
+            def: ir::TableDef {
+                name: t.name.name.clone(),
+                path: t.path.0.clone(),
+                key: t.key.name.clone(),
+                groups: t.groups.iter().map(|g| g.name.clone()).collect(),
+                columns: Vec::new(),
+                rows: HashMap::new(),
+                cells: Vec::new(),
+            },
+            failed: true,
+            name_span: t.name.span,
+            text_example: Vec::new(),
+        };
+        match self.loader.load(&t.path.0) {
+            Err(msg) => self.err(
+                Diagnostic::error(
+                    "E208",
+                    format!("cannot load table `{}` from \"{}\"", t.name.name, t.path.0),
+                    t.path.1,
+                )
+                .label(msg)
+                .note("table paths are relative to the rule file"),
+            ),
+            Ok(data) => {
+                self.hash_table(t, &data);
+                entry.failed = !self.fill_table(t, data, &mut entry);
+            }
+        }
+        self.tables.push(entry);
+    }
+
+    fn hash_table(&mut self, t: &ast::TableDecl, data: &TableData) {
+        let h = &mut self.hasher;
+        h.update(b"\x00table\x00");
+        h.update(t.name.name.as_bytes());
+        h.update(b"\x00");
+        h.update(t.path.0.as_bytes());
+        for c in &data.columns {
+            h.update(b"\x1f");
+            h.update(c.as_bytes());
+        }
+        for row in &data.rows {
+            h.update(b"\x1e");
+            for c in row {
+                h.update(b"\x1f");
+                h.update(c.as_bytes());
+            }
+        }
+    }
+
+    /// Type the cells; false when the table is unusable.
+    fn fill_table(&mut self, t: &ast::TableDecl, data: TableData, entry: &mut TableEntry) -> bool {
+        let columns: Vec<String> = data.columns.iter().map(|c| c.trim().to_string()).collect();
+        let col_list = columns.join(", ");
+        let Some(key_idx) = columns.iter().position(|c| *c == t.key.name) else {
+            let s = did_you_mean(&t.key.name, columns.iter().map(String::as_str));
+            self.err(
+                Diagnostic::error(
+                    "E208",
+                    format!(
+                        "key column `{}` is missing from table `{}`",
+                        t.key.name, t.name.name
+                    ),
+                    t.key.span,
+                )
+                .label("no such column")
+                .note(format!("\"{}\" has columns: {col_list}", t.path.0))
+                .maybe_help(s.map(|s| format!("did you mean `{s}`?"))),
+            );
+            return false;
+        };
+        let mut ok = true;
+        for g in &t.groups {
+            if !columns.contains(&g.name) {
+                let s = did_you_mean(&g.name, columns.iter().map(String::as_str));
+                self.err(
+                    Diagnostic::error(
+                        "E204",
+                        format!("unknown column `{}` in table `{}`", g.name, t.name.name),
+                        g.span,
+                    )
+                    .label("no such column")
+                    .note(format!("\"{}\" has columns: {col_list}", t.path.0))
+                    .maybe_help(s.map(|s| format!("did you mean `{s}`?"))),
+                );
+                ok = false;
+            }
+        }
+        let ncol = columns.len();
+        let mut raw: Vec<Vec<String>> = Vec::new();
+        let mut rows = HashMap::new();
+        for (ri, row) in data.rows.iter().enumerate() {
+            if row.iter().all(|c| c.trim().is_empty()) {
+                continue;
+            }
+            if row.len() > ncol {
+                self.err(
+                    Diagnostic::error(
+                        "E208",
+                        format!(
+                            "row {} of table `{}` has {} cells, but the header has {}",
+                            ri + 1,
+                            t.name.name,
+                            row.len(),
+                            ncol
+                        ),
+                        t.path.1,
+                    )
+                    .label("in this file"),
+                );
+                return false;
+            }
+            let key = row.get(key_idx).map_or("", |s| s.trim()).to_string();
+            if key.is_empty() {
+                continue;
+            }
+            if rows.insert(key.clone(), raw.len()).is_some() {
+                self.err(
+                    Diagnostic::error(
+                        "E208",
+                        format!("key `{key}` appears twice in table `{}`", t.name.name),
+                        t.key.span,
+                    )
+                    .label("this key column has duplicate values")
+                    .note(format!("\"{}\", row {}", t.path.0, ri + 1)),
+                );
+                ok = false;
+            }
+            raw.push(
+                (0..ncol)
+                    .map(|c| row.get(c).map_or("", |s| s.trim()).to_string())
+                    .collect(),
+            );
+        }
+        let mut keys: Vec<(&String, &usize)> = rows.iter().collect();
+        keys.sort_by_key(|(_, r)| **r);
+        let mut cells = Vec::with_capacity(ncol);
+        let mut text_example = Vec::with_capacity(ncol);
+        for c in 0..ncol {
+            let mut example = None;
+            for (k, r) in &keys {
+                let v = &raw[**r][c];
+                if !v.is_empty() && v.parse::<f64>().is_err() {
+                    example = Some(((*k).clone(), v.clone()));
+                    break;
+                }
+            }
+            let col: Vec<Option<ir::Cell>> = raw
+                .iter()
+                .map(|row| {
+                    let v = &row[c];
+                    if v.is_empty() {
+                        None
+                    } else if example.is_none() {
+                        Some(ir::Cell::Num(v.parse().unwrap_or(0.0)))
+                    } else {
+                        Some(ir::Cell::Text(v.clone()))
+                    }
+                })
+                .collect();
+            cells.push(col);
+            text_example.push(example);
+        }
+        entry.def.columns = columns;
+        entry.def.rows = rows;
+        entry.def.cells = cells;
+        entry.text_example = text_example;
+        ok
+    }
+
+    fn levelset(&mut self, l: &ast::LevelSetDecl) {
+        if let Some((_, first)) = self.levelsets.get(&l.name.name) {
+            let first = *first;
+            self.err(
+                Diagnostic::error(
+                    "E207",
+                    format!("level set `{}` is declared twice", l.name.name),
+                    l.name.span,
+                )
+                .label("declared again here")
+                .secondary(first, "first declared here"),
+            );
+            return;
+        }
+        self.check_level_list(&l.levels);
+        self.levelset_names.push(l.name.name.clone());
+        self.levelsets
+            .insert(l.name.name.clone(), (l.levels.clone(), l.name.span));
+    }
+
+    fn check_level_list(&mut self, levels: &[Ident]) {
+        for (i, lv) in levels.iter().enumerate() {
+            if let Some(first) = levels[..i].iter().find(|x| x.name == lv.name) {
+                let fs = first.span;
+                self.err(
+                    Diagnostic::error(
+                        "E207",
+                        format!("level `{}` appears twice in the order", lv.name),
+                        lv.span,
+                    )
+                    .label("listed again here")
+                    .secondary(fs, "first listed here"),
+                );
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- rules
+
+    fn rule(&mut self, r: &ast::RuleDecl) {
+        if r.name.name.is_empty() {
+            // the header failed to parse; still check the body for more errors
+        } else if let Some(first) = self.rule_spans.get(&r.name.name) {
+            let first = *first;
+            self.err(
+                Diagnostic::error(
+                    "E207",
+                    format!("rule `{}` is declared twice", r.name.name),
+                    r.name.span,
+                )
+                .label("declared again here")
+                .secondary(first, "first declared here"),
+            );
+        } else {
+            self.rule_spans.insert(r.name.name.clone(), r.name.span);
+        }
+        let mut feeds = Vec::new();
+        for f in &r.feeds {
+            if let Some(id) = self.resolve_feed_name(f) {
+                if !feeds.contains(&id) {
+                    feeds.push(id);
+                }
+            }
+        }
+        let mut cx = RuleCx::default();
+        let level_clauses: Vec<&Ident> = r
+            .clauses
+            .iter()
+            .filter_map(|c| match c {
+                Clause::Level { name, .. } => Some(name),
+                _ => None,
+            })
+            .collect();
+        for c in &r.clauses {
+            if let Clause::Let { name, .. } = c {
+                cx.all_lets.push(name.name.clone());
+            }
+        }
+
+        // level order: Some((names, inline?)) or None when unknown (already reported)
+        let order: Option<(Vec<Ident>, bool)> = match &r.levels {
+            Some(RuleLevels::Inline(v)) => {
+                self.check_level_list(v);
+                Some((v.clone(), true))
+            }
+            Some(RuleLevels::Named(n)) => {
+                if let Some((set, _)) = self.levelsets.get(&n.name) {
+                    Some((set.clone(), false))
+                } else if level_clauses.iter().any(|c| c.name == n.name) {
+                    Some((vec![n.clone()], true))
+                } else {
+                    let s = did_you_mean(&n.name, self.levelset_names.iter().map(String::as_str));
+                    let mut d = Diagnostic::error(
+                        "E206",
+                        format!("unknown level set `{}`", n.name),
+                        n.span,
+                    )
+                    .label("no level set or level of this rule has this name");
+                    d = match s {
+                        Some(s) => d.help(format!("did you mean `{s}`?")),
+                        None if self.levelset_names.is_empty() => d.help(
+                            "declare it (`levels cma: blue < yellow < orange < red`) or order \
+                             the levels inline: `levels low < high`",
+                        ),
+                        None => d.note(format!(
+                            "declared level sets: {}",
+                            self.levelset_names.join(", ")
+                        )),
+                    };
+                    self.err(d);
+                    None
+                }
+            }
+            None => match level_clauses.len() {
+                0 => None,
+                1 => Some((vec![level_clauses[0].clone()], true)),
+                _ => {
+                    let names: Vec<&str> = level_clauses.iter().map(|l| l.name.as_str()).collect();
+                    self.err(
+                        Diagnostic::error(
+                            "E402",
+                            format!(
+                                "rule `{}` has {} levels but no order",
+                                r.name.name,
+                                names.len()
+                            ),
+                            r.name.span,
+                        )
+                        .label("which level is the most severe?")
+                        .help(format!(
+                            "order them in the header, lowest first: `levels {}`, or name a level set",
+                            names.join(" < ")
+                        )),
+                    );
+                    None
+                }
+            },
+        };
+        if level_clauses.is_empty() && !r.name.name.is_empty() {
+            self.err(
+                Diagnostic::error(
+                    "E402",
+                    format!("rule `{}` has no level clauses", r.name.name),
+                    r.name.span,
+                )
+                .label("this rule can never raise a warning")
+                .help("add a level clause, e.g. `warning when sum(rain, 1h) >= 30 mm`"),
+            );
+        }
+
+        // lets first (each may use the earlier ones), then everything else
+        let mut let_spans: HashMap<String, Span> = HashMap::new();
+        let mut values: Vec<(String, Expr)> = Vec::new();
+        let mut value_units: Vec<Unit> = Vec::new();
+        for c in &r.clauses {
+            let Clause::Let { name, expr } = c else {
+                continue;
+            };
+            if let Some(first) = let_spans.get(&name.name) {
+                let first = *first;
+                self.err(
+                    Diagnostic::error(
+                        "E207",
+                        format!("`{}` is defined twice in rule `{}`", name.name, r.name.name),
+                        name.span,
+                    )
+                    .label("defined again here")
+                    .secondary(first, "first defined here"),
+                );
+                continue;
+            }
+            let_spans.insert(name.name.clone(), name.span);
+            let (e, ty) = self.expr(expr, &mut cx);
+            let v = match ty {
+                Ty::Error => LetVal::Poisoned,
+                Ty::Num(Nu::Amb(_)) => {
+                    self.ambiguous(expr.span);
+                    LetVal::Poisoned
+                }
+                ty => {
+                    if let Ty::Num(n) = ty {
+                        values.push((name.name.clone(), e.clone()));
+                        value_units.push(match n {
+                            Nu::Known(u) => u,
+                            _ => Unit::None,
+                        });
+                    }
+                    LetVal::Ok(e, ty)
+                }
+            };
+            cx.lets.insert(name.name.clone(), v);
+        }
+
+        let mut levels: HashMap<String, (LevelInfo, Span)> = HashMap::new();
+        let mut rule_hold: Option<(Option<Millis>, Span)> = None;
+        let mut clear_after: Option<(Option<Millis>, Span)> = None;
+        let mut clear_when: Option<(Option<ir::ClearWhen>, Span)> = None;
+        let mut message: Option<(Vec<ir::TemplatePart>, Span)> = None;
+        for c in &r.clauses {
+            match c {
+                Clause::Let { .. } => {}
+                Clause::Level {
+                    name,
+                    when,
+                    hold,
+                    exit,
+                } => {
+                    let w = self.cond(when, &mut cx, "a level's `when`");
+                    let h = hold
+                        .as_ref()
+                        .and_then(|h| self.expect_duration(h, "a hold (`for`)", false));
+                    let x = exit
+                        .as_ref()
+                        .and_then(|x| self.cond(x, &mut cx, "an `exit when`"));
+                    if let Some((order, _)) = &order {
+                        if !order.iter().any(|o| o.name == name.name) {
+                            let s = did_you_mean(&name.name, order.iter().map(|o| o.name.as_str()));
+                            let names: Vec<&str> = order.iter().map(|o| o.name.as_str()).collect();
+                            self.err(
+                                Diagnostic::error(
+                                    "E206",
+                                    format!(
+                                        "unknown level `{}` in rule `{}`",
+                                        name.name, r.name.name
+                                    ),
+                                    name.span,
+                                )
+                                .label("not one of this rule's levels")
+                                .note(format!("the levels are {}", names.join(" < ")))
+                                .maybe_help(s.map(|s| format!("did you mean `{s}`?"))),
+                            );
+                            continue;
+                        }
+                    }
+                    if let Some((_, first)) = levels.get(&name.name) {
+                        let first = *first;
+                        self.err(
+                            Diagnostic::error(
+                                "E207",
+                                format!("level `{}` has two `when` clauses", name.name),
+                                name.span,
+                            )
+                            .label("second clause")
+                            .secondary(first, "first clause")
+                            .help("combine the conditions with `or`"),
+                        );
+                        continue;
+                    }
+                    let info = LevelInfo {
+                        def: ir::LevelDef {
+                            name: name.name.clone(),
+                            when: w.unwrap_or(Expr::Bool(false)),
+                            hold: h,
+                            exit: x,
+                        },
+                        when_span: when.span,
+                    };
+                    levels.insert(name.name.clone(), (info, name.span));
+                }
+                Clause::For(d) => {
+                    let v = self.expect_duration(d, "a hold (`for`)", false);
+                    if let Some((_, first)) = rule_hold {
+                        self.duplicate_clause("for", d.span, first);
+                    } else {
+                        rule_hold = Some((v, d.span));
+                    }
+                }
+                Clause::ClearAfter(d) => {
+                    let v = self.expect_duration(d, "`clear after`", false);
+                    if let Some((_, first)) = clear_after {
+                        self.duplicate_clause("clear after", d.span, first);
+                    } else {
+                        clear_after = Some((v, d.span));
+                    }
+                }
+                Clause::ClearWhen { cond, hold } => {
+                    let cw = self.cond(cond, &mut cx, "`clear when`");
+                    let h = hold
+                        .as_ref()
+                        .and_then(|h| self.expect_duration(h, "a hold (`for`)", false));
+                    if let Some((_, first)) = clear_when {
+                        self.duplicate_clause("clear when", cond.span, first);
+                    } else {
+                        clear_when =
+                            Some((cw.map(|cond| ir::ClearWhen { cond, hold: h }), cond.span));
+                    }
+                }
+                Clause::Message(span) => {
+                    let parts = self.template(*span, &mut cx);
+                    if let Some((_, first)) = message {
+                        self.duplicate_clause("message", *span, first);
+                    } else {
+                        message = Some((parts, *span));
+                    }
+                }
+            }
+        }
+
+        // levels in ascending order
+        let mut ordered: Vec<LevelInfo> = Vec::new();
+        if let Some((order, inline)) = &order {
+            for o in order {
+                match levels.remove(&o.name) {
+                    Some((mut info, _)) => {
+                        if info.def.hold.is_none() {
+                            info.def.hold = rule_hold.and_then(|h| h.0);
+                        }
+                        ordered.push(info);
+                    }
+                    None if *inline => self.err(
+                        Diagnostic::error(
+                            "E403",
+                            format!("level `{}` has no `when` clause", o.name),
+                            o.span,
+                        )
+                        .label("declared here")
+                        .help(format!(
+                            "add `{} when <condition>` to the rule, or remove the level",
+                            o.name
+                        )),
+                    ),
+                    None => {}
+                }
+            }
+        }
+        self.unreachable(&ordered);
+
+        // values: numeric lets, then the windows read (in first use order)
+        for w in &cx.windows {
+            let node = &self.windows[*w];
+            if node.func != WindowFunc::Missing {
+                values.push((node.label.clone(), Expr::Window(*w)));
+                value_units.push(node.unit);
+            }
+        }
+        self.missing_rows(r, &cx);
+        let message = match message {
+            Some((m, _)) => m,
+            None => default_message(&values, &value_units),
+        };
+        let mut windows = cx.windows.clone();
+        windows.sort_unstable();
+        self.rules.push(ir::RuleDef {
+            name: r.name.name.clone(),
+            feeds,
+            levels: ordered.into_iter().map(|l| l.def).collect(),
+            clear_after: clear_after.and_then(|c| c.0),
+            clear_when: clear_when.and_then(|c| c.0),
+            message,
+            values,
+            thresholds: cx.thresholds,
+            required_tables: cx.required,
+            windows,
+            line: self.line_of(r.header.start),
+        });
+    }
+
+    fn duplicate_clause(&mut self, what: &str, span: Span, first: Span) {
+        self.err(
+            Diagnostic::error(
+                "E207",
+                format!("`{what}` is given twice in this rule"),
+                span,
+            )
+            .label("given again here")
+            .secondary(first, "first given here"),
+        );
+    }
+
+    /// E401 and W503: a level whose condition implies a higher level's is never the candidate.
+    fn unreachable(&mut self, levels: &[LevelInfo]) {
+        for (i, lo) in levels.iter().enumerate() {
+            for hi in &levels[i + 1..] {
+                // a longer hold on the higher level leaves the lower one a moment to show
+                if hi.def.hold.unwrap_or(0) > lo.def.hold.unwrap_or(0) {
+                    continue;
+                }
+                if matches!(lo.def.when, Expr::Bool(false)) {
+                    continue;
+                }
+                if reach::implies(&lo.def.when, &hi.def.when) {
+                    self.err(
+                        Diagnostic::error(
+                            "E401",
+                            format!("level `{}` is unreachable", lo.def.name),
+                            lo.when_span,
+                        )
+                        .label(format!("whenever this holds, `{}` holds too", hi.def.name))
+                        .secondary(hi.when_span, format!("`{}` is a higher level", hi.def.name))
+                        .note(format!(
+                            "the highest level whose condition holds wins, so `{}` is never raised",
+                            lo.def.name
+                        ))
+                        .help("check the thresholds and the order of the levels (lowest first)"),
+                    );
+                    break;
+                }
+                if let Some(d) = self.unreachable_per_entity(lo, hi) {
+                    self.diags.push(d);
+                    break;
+                }
+            }
+        }
+    }
+
+    fn unreachable_per_entity(&self, lo: &LevelInfo, hi: &LevelInfo) -> Option<Diagnostic> {
+        let mut cols = Vec::new();
+        reach::columns(&lo.def.when, &mut cols);
+        reach::columns(&hi.def.when, &mut cols);
+        let table = cols.first()?.0;
+        if cols.iter().any(|(t, _)| *t != table) {
+            return None;
+        }
+        let tdef = &self.tables.get(table)?.def;
+        let mut keys: Vec<(&String, &usize)> = tdef.rows.iter().collect();
+        keys.sort_by_key(|(_, r)| **r);
+        let mut inverted = Vec::new();
+        for (key, row) in keys {
+            let value = |_t: TableId, c: usize, d: Option<f64>| match tdef
+                .cells
+                .get(c)
+                .and_then(|col| col.get(*row))
+            {
+                Some(Some(ir::Cell::Num(v))) => Some(*v),
+                _ => d,
+            };
+            let (Some(a), Some(b)) = (
+                reach::substitute_columns(&lo.def.when, &value),
+                reach::substitute_columns(&hi.def.when, &value),
+            ) else {
+                continue;
+            };
+            if reach::implies(&a, &b) {
+                inverted.push(key.clone());
+            }
+        }
+        if inverted.is_empty() {
+            return None;
+        }
+        let n = inverted.len();
+        let mut list = inverted
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if n > 10 {
+            let _ = write!(list, " and {} more", n - 10);
+        }
+        Some(
+            Diagnostic::warning(
+                "W503",
+                format!(
+                    "level `{}` is unreachable for {n} {} of table `{}`",
+                    lo.def.name,
+                    if n == 1 { "entity" } else { "entities" },
+                    tdef.name
+                ),
+                lo.when_span,
+            )
+            .label(format!(
+                "for them, whenever this holds, `{}` holds too",
+                hi.def.name
+            ))
+            .secondary(hi.when_span, format!("`{}` is a higher level", hi.def.name))
+            .note(format!("inverted thresholds in \"{}\": {list}", tdef.path))
+            .help("check the thresholds of these rows: a lower level needs lower thresholds"),
+        )
+    }
+
+    /// W501: an entity of one table the rule reads has no row in another it needs.
+    fn missing_rows(&mut self, r: &ast::RuleDecl, cx: &RuleCx) {
+        let mut tables: Vec<TableId> = Vec::new();
+        for (t, _, _) in &cx.table_refs {
+            if !tables.contains(t) {
+                tables.push(*t);
+            }
+        }
+        for &need in &cx.required {
+            if self.tables[need].failed {
+                continue;
+            }
+            let span = cx
+                .table_refs
+                .iter()
+                .find(|(t, _, d)| *t == need && !d)
+                .map_or(r.name.span, |x| x.1);
+            for &other in &tables {
+                if other == need || self.tables[other].failed {
+                    continue;
+                }
+                let a = &self.tables[other].def;
+                let b = &self.tables[need].def;
+                let mut missing: Vec<(&String, &usize)> = a
+                    .rows
+                    .iter()
+                    .filter(|(k, _)| !b.rows.contains_key(*k))
+                    .collect();
+                if missing.is_empty() {
+                    continue;
+                }
+                missing.sort_by_key(|(_, r)| **r);
+                let n = missing.len();
+                let mut list = missing
+                    .iter()
+                    .take(10)
+                    .map(|(k, _)| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if n > 10 {
+                    let _ = write!(list, " and {} more", n - 10);
+                }
+                let d = Diagnostic::warning(
+                    "W501",
+                    format!(
+                        "{n} {} of table `{}` {} no row in table `{}`, which rule `{}` needs",
+                        if n == 1 { "entity" } else { "entities" },
+                        a.name,
+                        if n == 1 { "has" } else { "have" },
+                        b.name,
+                        r.name.name
+                    ),
+                    span,
+                )
+                .label(format!("`{}` is read here without a `??` default", b.name))
+                .note(format!("missing from \"{}\": {list}", b.path))
+                .help(format!(
+                    "add the rows to \"{}\", or give a default: `{} ?? <value>`",
+                    b.path,
+                    self.text(span)
+                ));
+                self.diags.push(d);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- expressions
+
+    fn ambiguous(&mut self, span: Span) {
+        self.err(
+            Diagnostic::error("E304", "`cm` is ambiguous here", span)
+                .label("a depth (×10 mm) or a level (×0.01 m)?")
+                .help("compare it with a depth or a level, or write `mm` or `m`"),
+        );
+    }
+
+    fn cond(&mut self, e: &ast::Expr, cx: &mut RuleCx, what: &str) -> Option<Expr> {
+        let (ir, ty) = self.expr(e, cx);
+        match ty {
+            Ty::Cond => Some(ir),
+            Ty::Error => None,
+            Ty::Num(n) => {
+                self.err(
+                    Diagnostic::error(
+                        "E303",
+                        format!("{what} needs a condition, found a number"),
+                        e.span,
+                    )
+                    .label(format!("this is a number ({})", nu_text(n)))
+                    .help("compare it with a threshold, e.g. `sum(rain, 1h) >= 30 mm`"),
+                );
+                None
+            }
+        }
+    }
+
+    fn num(&mut self, e: &ast::Expr, cx: &mut RuleCx, what: &str) -> Option<(Expr, Nu)> {
+        let (ir, ty) = self.expr(e, cx);
+        match ty {
+            Ty::Num(n) => Some((ir, n)),
+            Ty::Error => None,
+            Ty::Cond => {
+                self.err(
+                    Diagnostic::error(
+                        "E303",
+                        format!("{what} needs a number, found a condition"),
+                        e.span,
+                    )
+                    .label("this is a condition (true or false)"),
+                );
+                None
+            }
+        }
+    }
+
+    fn expr(&mut self, e: &ast::Expr, cx: &mut RuleCx) -> Checked {
+        match &e.kind {
+            ExprKind::Error => ERR,
+            ExprKind::Paren(x) => self.expr(x, cx),
+            ExprKind::Bool(b) => (Expr::Bool(*b), Ty::Cond),
+            ExprKind::Num { value, unit: None } => (Expr::Num(*value), Ty::Num(Nu::Bare)),
+            ExprKind::Num {
+                value,
+                unit: Some((u, us)),
+            } => {
+                if units::is_spaced_duration_word(u) {
+                    self.spaced_duration(e.span, *value, u);
+                    return ERR;
+                }
+                match units::lookup(u) {
+                    Some(UnitKind::Fixed(unit, s)) => {
+                        (Expr::Num(value * s), Ty::Num(Nu::Known(unit)))
+                    }
+                    Some(k) => (Expr::Num(*value), Ty::Num(Nu::Amb(k))),
+                    None => {
+                        self.err(
+                            Diagnostic::error("E212", format!("unknown unit `{u}`"), *us)
+                                .label("not a unit forewarn knows")
+                                .help("units are mm, cm, in, m, ft, mm/h, in/h, m/h, ft/h"),
+                        );
+                        ERR
+                    }
+                }
+            }
+            ExprKind::Duration(ms) => {
+                let text = self.text(e.span).to_string();
+                let mut d = Diagnostic::error(
+                    "E302",
+                    format!("expected a number, found the duration `{text}`"),
+                    e.span,
+                )
+                .label(format!("this is a duration ({})", fmt_duration(*ms)));
+                if let Some(n) = text.strip_suffix('m') {
+                    if n.chars().all(|c| c.is_ascii_digit()) {
+                        d = d.help(format!(
+                            "`{text}` is {n} minutes; for {n} metres write `{n} m`"
+                        ));
+                    }
+                } else {
+                    d = d.help("durations are only valid as window widths and holds");
+                }
+                self.err(d);
+                ERR
+            }
+            ExprKind::Time { .. } => {
+                self.err(
+                    Diagnostic::error("E302", "a time of day is only valid in `since`", e.span)
+                        .label("unexpected time of day")
+                        .help("write `since(rain, 08:00 Asia/Shanghai)`"),
+                );
+                ERR
+            }
+            ExprKind::Name(n) => self.name(n, e.span, cx),
+            ExprKind::Column { table, column } => {
+                match self.column(table, column, true, cx, None) {
+                    Some((t, c)) => {
+                        cx.use_table(t, e.span, false);
+                        let ir = Expr::Column {
+                            table: t,
+                            column: c,
+                            default: None,
+                        };
+                        let label = format!("{}.{}", table.name, column.name);
+                        if !cx.thresholds.iter().any(|(l, _)| *l == label) {
+                            cx.thresholds.push((label, ir.clone()));
+                        }
+                        (ir, Ty::Num(Nu::Bare))
+                    }
+                    None => ERR,
+                }
+            }
+            ExprKind::Call { func, args } => self.call(func, args, e.span, cx),
+            ExprKind::Unary(UnOp::Neg, x) => match self.num(x, cx, "`-`") {
+                Some((Expr::Num(v), n)) => (Expr::Num(-v), Ty::Num(n)),
+                Some((ir, n)) => (Expr::Neg(Box::new(ir)), Ty::Num(n)),
+                None => ERR,
+            },
+            ExprKind::Unary(UnOp::Not, x) => match self.cond(x, cx, "`not`") {
+                Some(c) => (Expr::Not(Box::new(c)), Ty::Cond),
+                None => ERR,
+            },
+            ExprKind::Binary(op, op_span, l, r) => self.binary(*op, *op_span, l, r, cx),
+        }
+    }
+
+    fn spaced_duration(&mut self, span: Span, value: f64, u: &str) {
+        let u2 = if u == "min" { "m" } else { u };
+        self.err(
+            Diagnostic::error(
+                "E003",
+                format!("malformed duration `{}`", self.text(span)),
+                span,
+            )
+            .label("a duration has no space before its unit")
+            .help(format!("write `{value}{u2}`")),
+        );
+    }
+
+    fn name(&mut self, n: &str, span: Span, cx: &mut RuleCx) -> Checked {
+        match cx.lets.get(n) {
+            Some(LetVal::Ok(e, ty)) => return (e.clone(), *ty),
+            Some(LetVal::Poisoned) => return ERR,
+            None => {}
+        }
+        let mut d = Diagnostic::error("E205", format!("unknown name `{n}`"), span)
+            .label("not defined in this rule");
+        if self.feeds.iter().any(|f| f.name == n) {
+            d = d.label("a feed, not a value").help(format!(
+                "aggregate the feed, e.g. `last({n})` or `sum({n}, 1h)`"
+            ));
+            // the feed is used, even if wrongly
+            if let Some(i) = self.feeds.iter().position(|f| f.name == n) {
+                self.feed_used[i] = true;
+            }
+        } else if self.tables.iter().any(|t| t.def.name == n) {
+            d = d
+                .label("a table, not a value")
+                .help(format!("read a column: `{n}.<column>`"));
+        } else if cx.all_lets.iter().any(|l| l == n) {
+            d = d
+                .label("defined later in the rule")
+                .help(format!("move `let {n} = …` above its first use"));
+        } else if let Some(s) = did_you_mean(n, cx.lets.keys().map(String::as_str)) {
+            d = d.help(format!("did you mean `{s}`?"));
+        } else if let Some(s) = did_you_mean(n, ["true", "false"]) {
+            d = d.help(format!("did you mean `{s}`?"));
+        }
+        self.err(d);
+        ERR
+    }
+
+    /// Resolve `table.column`; `numeric` demands a numeric column.
+    fn column(
+        &mut self,
+        table: &Ident,
+        column: &Ident,
+        numeric: bool,
+        _cx: &mut RuleCx,
+        group_fn: Option<&str>,
+    ) -> Option<(TableId, usize)> {
+        let Some(t) = self.tables.iter().position(|x| x.def.name == table.name) else {
+            let mut d = Diagnostic::error(
+                "E203",
+                format!("unknown table `{}`", table.name),
+                table.span,
+            )
+            .label("no table has this name");
+            if self.feeds.iter().any(|f| f.name == table.name) {
+                d = d.help(format!(
+                    "`{}` is a feed; feeds are read with window functions like `last({})`",
+                    table.name, table.name
+                ));
+            } else if let Some(s) =
+                did_you_mean(&table.name, self.tables.iter().map(|x| x.def.name.as_str()))
+            {
+                d = d.help(format!("did you mean `{s}`?"));
+            } else {
+                d = d.help(format!(
+                    "declare it: `table {}: \"{}.csv\", key <column>`",
+                    table.name, table.name
+                ));
+            }
+            self.err(d);
+            return None;
+        };
+        if self.tables[t].failed {
+            return None;
+        }
+        let def = &self.tables[t].def;
+        let Some(c) = def.column(&column.name) else {
+            let s = did_you_mean(&column.name, def.columns.iter().map(String::as_str));
+            let d = Diagnostic::error(
+                "E204",
+                format!("unknown column `{}` in table `{}`", column.name, table.name),
+                column.span,
+            )
+            .label("no such column")
+            .note(format!(
+                "\"{}\" has columns: {}",
+                def.path,
+                def.columns.join(", ")
+            ))
+            .maybe_help(s.map(|s| format!("did you mean `{s}`?")));
+            self.err(d);
+            return None;
+        };
+        if let Some(f) = group_fn {
+            if !def.groups.contains(&column.name) {
+                let d = Diagnostic::error(
+                    "E210",
+                    format!(
+                        "column `{}.{}` is not a group column",
+                        table.name, column.name
+                    ),
+                    column.span,
+                )
+                .label(format!("`{f}` needs a column declared with `group`"))
+                .help(format!(
+                    "declare it: `table {}: \"{}\", key {}, group {}`",
+                    table.name, def.path, def.key, column.name
+                ));
+                self.err(d);
+                return None;
+            }
+        } else if numeric {
+            if let Some((entity, text)) = self.tables[t].text_example[c].clone() {
+                self.err(
+                    Diagnostic::error(
+                        "E209",
+                        format!("column `{}.{}` is not numeric", table.name, column.name),
+                        table.span.to(column.span),
+                    )
+                    .label("used as a number here")
+                    .note(format!("the row of `{entity}` has `{text}` in this column"))
+                    .help("only columns whose every non-empty cell is a number can be compared"),
+                );
+                return None;
+            }
+        }
+        Some((t, c))
+    }
+
+    fn binary(
+        &mut self,
+        op: ABin,
+        op_span: Span,
+        l: &ast::Expr,
+        r: &ast::Expr,
+        cx: &mut RuleCx,
+    ) -> Checked {
+        match op {
+            ABin::And | ABin::Or => {
+                let a = self.cond(l, cx, &format!("`{}`", op.text()));
+                let b = self.cond(r, cx, &format!("`{}`", op.text()));
+                let iop = if op == ABin::And {
+                    ir::BinOp::And
+                } else {
+                    ir::BinOp::Or
+                };
+                match (a, b) {
+                    (Some(a), Some(b)) => (Expr::Binary(iop, Box::new(a), Box::new(b)), Ty::Cond),
+                    _ => ERR,
+                }
+            }
+            ABin::Default => self.default(l, r, op_span, cx),
+            _ => {
+                let what = format!("`{}`", op.text());
+                let a = self.num(l, cx, &what);
+                let b = self.num(r, cx, &what);
+                let (Some((a, na)), Some((b, nb))) = (a, b) else {
+                    return ERR;
+                };
+                let iop = match op {
+                    ABin::Lt => ir::BinOp::Lt,
+                    ABin::Le => ir::BinOp::Le,
+                    ABin::Gt => ir::BinOp::Gt,
+                    ABin::Ge => ir::BinOp::Ge,
+                    ABin::Eq => ir::BinOp::Eq,
+                    ABin::Ne => ir::BinOp::Ne,
+                    ABin::Add => ir::BinOp::Add,
+                    ABin::Sub => ir::BinOp::Sub,
+                    ABin::Mul => ir::BinOp::Mul,
+                    _ => ir::BinOp::Div,
+                };
+                if op.is_comparison() || matches!(op, ABin::Add | ABin::Sub) {
+                    let Some((a, b, n)) = self.unify(op, (a, na, l.span), (b, nb, r.span)) else {
+                        return ERR;
+                    };
+                    if let Nu::Amb(_) = n {
+                        if op.is_comparison() || !(is_const(&a) && is_const(&b)) {
+                            self.ambiguous(l.span.to(r.span));
+                            return ERR;
+                        }
+                    }
+                    if op.is_comparison() {
+                        (Expr::Binary(iop, Box::new(a), Box::new(b)), Ty::Cond)
+                    } else {
+                        (fold(iop, a, b), Ty::Num(n))
+                    }
+                } else {
+                    let n = match (op, na, nb) {
+                        (_, Nu::Amb(_), Nu::Amb(_)) => None,
+                        (ABin::Div, Nu::Bare | Nu::Known(_), Nu::Amb(_)) => None,
+                        (_, x, Nu::Bare | Nu::Known(Unit::None)) => Some(x),
+                        (ABin::Mul, Nu::Bare | Nu::Known(Unit::None), x) => Some(x),
+                        (ABin::Div, Nu::Known(x), Nu::Known(y)) if x == y => {
+                            Some(Nu::Known(Unit::None))
+                        }
+                        _ => None,
+                    };
+                    match n {
+                        Some(n) => (fold(iop, a, b), Ty::Num(n)),
+                        None => {
+                            let verb = if op == ABin::Mul {
+                                "multiply"
+                            } else {
+                                "divide"
+                            };
+                            let prep = "by";
+                            self.err(
+                                Diagnostic::error(
+                                    "E304",
+                                    format!("cannot {verb} {} {prep} {}", nu_text(na), nu_text(nb)),
+                                    op_span,
+                                )
+                                .label("the result would have no unit forewarn knows")
+                                .secondary(l.span, nu_text(na))
+                                .secondary(r.span, nu_text(nb))
+                                .help("scale by plain numbers only, e.g. `0.5 * ear`"),
+                            );
+                            ERR
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Bring both sides to one unit (bare numbers adopt, `cm` resolves); E304 otherwise.
+    fn unify(
+        &mut self,
+        op: ABin,
+        (a, na, sa): (Expr, Nu, Span),
+        (b, nb, sb): (Expr, Nu, Span),
+    ) -> Option<(Expr, Expr, Nu)> {
+        let ok = match (na, nb) {
+            (Nu::Known(x), Nu::Known(y)) if x == y => Some((a, b, na)),
+            (Nu::Known(_), Nu::Bare) => Some((a, b, na)),
+            (Nu::Bare, Nu::Known(_)) => Some((a, b, nb)),
+            (Nu::Bare, Nu::Bare) => Some((a, b, na)),
+            (Nu::Known(x), Nu::Amb(k)) => {
+                units::resolve_against(k, x).map(|s| (a, scale(b.clone(), s), na))
+            }
+            (Nu::Amb(k), Nu::Known(x)) => {
+                units::resolve_against(k, x).map(|s| (scale(a.clone(), s), b, nb))
+            }
+            (Nu::Amb(_), Nu::Bare) => Some((a, b, na)),
+            (Nu::Bare, Nu::Amb(_)) => Some((a, b, nb)),
+            (Nu::Amb(x), Nu::Amb(y)) if x == y => Some((a, b, na)),
+            _ => None,
+        };
+        if ok.is_none() {
+            let verb = if op.is_comparison() {
+                "compare"
+            } else if op == ABin::Add {
+                "add"
+            } else {
+                "subtract"
+            };
+            let (prep, x, y) = match op {
+                ABin::Add => ("to", nb, na),
+                ABin::Sub => ("from", nb, na),
+                _ => ("with", na, nb),
+            };
+            let mut d = Diagnostic::error(
+                "E304",
+                format!("cannot {verb} {} {prep} {}", nu_text(x), nu_text(y)),
+                sb,
+            )
+            .label(format!("this is {}", nu_text(nb)))
+            .secondary(sa, format!("this is {}", nu_text(na)));
+            let depth_level = matches!(
+                (na, nb),
+                (Nu::Known(Unit::Mm), Nu::Known(Unit::M))
+                    | (Nu::Known(Unit::M), Nu::Known(Unit::Mm))
+            );
+            d = if depth_level {
+                d.help("a rain depth and a water level are different quantities; check the feed and the threshold's unit")
+            } else {
+                d.help("both sides must be in the same unit; a plain number takes the unit of the other side")
+            };
+            self.err(d);
+        }
+        ok
+    }
+
+    fn default(&mut self, l: &ast::Expr, r: &ast::Expr, op_span: Span, cx: &mut RuleCx) -> Checked {
+        let ExprKind::Column { table, column } = &l.kind else {
+            // still check the left side for its own errors
+            let (_, ty) = self.expr(l, cx);
+            if ty != Ty::Error {
+                self.err(
+                    Diagnostic::error(
+                        "E302",
+                        "`??` gives a default for a table value; its left side must be `table.column`",
+                        l.span,
+                    )
+                    .label("not a table column")
+                    .secondary(op_span, "default given here"),
+                );
+            }
+            return ERR;
+        };
+        let (rv, rn) = match self.num(r, cx, "a `??` default") {
+            Some(x) => x,
+            None => {
+                let _ = self.column(table, column, true, cx, None);
+                return ERR;
+            }
+        };
+        let Expr::Num(v) = rv else {
+            self.err(
+                Diagnostic::error("E302", "a `??` default must be a constant", r.span)
+                    .label("not a constant")
+                    .help("write a number with its unit, e.g. `gauge.prep_24h ?? 100 mm`"),
+            );
+            return ERR;
+        };
+        if let Nu::Amb(_) = rn {
+            self.ambiguous(r.span);
+            return ERR;
+        }
+        let Some((t, c)) = self.column(table, column, true, cx, None) else {
+            return ERR;
+        };
+        let span = l.span.to(r.span);
+        cx.use_table(t, span, true);
+        let ir = Expr::Column {
+            table: t,
+            column: c,
+            default: Some(v),
+        };
+        let label = format!("{}.{}", table.name, column.name);
+        if !cx.thresholds.iter().any(|(x, _)| *x == label) {
+            cx.thresholds.push((label, ir.clone()));
+        }
+        (ir, Ty::Num(rn))
+    }
+
+    fn resolve_feed_name(&mut self, f: &Ident) -> Option<FeedId> {
+        if let Some(i) = self.feeds.iter().position(|x| x.name == f.name) {
+            self.feed_used[i] = true;
+            return Some(i);
+        }
+        let s = did_you_mean(&f.name, self.feeds.iter().map(|x| x.name.as_str()));
+        let d = Diagnostic::error("E201", format!("unknown feed `{}`", f.name), f.span)
+            .label("no feed has this name");
+        let d = match s {
+            Some(s) => d.help(format!("did you mean `{s}`?")),
+            None if self.feeds.is_empty() => d.help(format!(
+                "declare it: `feed {}: depth mm, interval 5m`",
+                f.name
+            )),
+            None => d.note(format!(
+                "declared feeds: {}",
+                self.feeds
+                    .iter()
+                    .map(|x| x.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        };
+        self.err(d);
+        None
+    }
+
+    /// The feed argument of a window function.
+    fn feed_arg(&mut self, e: &ast::Expr, func: &str, cx: &RuleCx) -> Option<FeedId> {
+        let kind = match &e.kind {
+            ExprKind::Paren(x) => return self.feed_arg(x, func, cx),
+            ExprKind::Name(n) => {
+                if cx.lets.contains_key(n) {
+                    self.err(
+                        Diagnostic::error(
+                            "E302",
+                            format!("`{func}` needs a feed, but `{n}` is a `let` binding"),
+                            e.span,
+                        )
+                        .label("not a feed")
+                        .help("window functions aggregate a feed directly, e.g. `sum(rain, 3h)`"),
+                    );
+                    return None;
+                }
+                let id = Ident {
+                    name: n.clone(),
+                    span: e.span,
+                };
+                return self.resolve_feed_name(&id);
+            }
+            ExprKind::Error => return None,
+            ExprKind::Duration(_) => "a duration",
+            ExprKind::Num { .. } => "a number",
+            ExprKind::Column { .. } => "a table column",
+            ExprKind::Call { .. } => "a function call",
+            ExprKind::Time { .. } => "a time of day",
+            _ => "an expression",
+        };
+        self.err(
+            Diagnostic::error(
+                "E302",
+                format!("`{func}` needs a feed as its first argument, found {kind}"),
+                e.span,
+            )
+            .label("expected a feed name")
+            .help(format!("write e.g. `{func}(rain, 3h)`")),
+        );
+        None
+    }
+
+    /// A duration argument or clause value; `None` if wrong (reported).
+    fn expect_duration(&mut self, e: &ast::Expr, what: &str, allow_zero: bool) -> Option<Millis> {
+        match &e.kind {
+            ExprKind::Paren(x) => self.expect_duration(x, what, allow_zero),
+            ExprKind::Error => None,
+            ExprKind::Duration(0) if !allow_zero => {
+                self.err(
+                    Diagnostic::error("E306", format!("{what} cannot be zero"), e.span)
+                        .label("zero duration")
+                        .help("use a positive duration such as `10m`"),
+                );
+                None
+            }
+            ExprKind::Duration(ms) => Some(*ms),
+            ExprKind::Unary(UnOp::Neg, x) if matches!(x.kind, ExprKind::Duration(_)) => {
+                self.err(
+                    Diagnostic::error("E306", format!("{what} cannot be negative"), e.span)
+                        .label("negative duration")
+                        .help("durations are always positive; remove the `-`"),
+                );
+                None
+            }
+            ExprKind::Num {
+                value,
+                unit: Some((u, _)),
+            } if units::is_spaced_duration_word(u) => {
+                self.spaced_duration(e.span, *value, u);
+                None
+            }
+            ExprKind::Num { value, unit } => {
+                let text = self.text(e.span).to_string();
+                let (label, help) = match unit.as_ref().map(|u| u.0.as_str()) {
+                    Some("m") => (
+                        format!("`{text}` is {value} metres"),
+                        format!("for {value} minutes write `{value}m` (no space)"),
+                    ),
+                    Some(u) => (
+                        format!("this is a quantity in {u}"),
+                        "write a duration such as `30m`, `3h` or `1h30m`".to_string(),
+                    ),
+                    None => (
+                        "a number without a time unit".to_string(),
+                        format!("add a unit without a space: `{value}m` (minutes), `{value}h` (hours), `{value}d` (days)"),
+                    ),
+                };
+                self.err(
+                    Diagnostic::error(
+                        "E302",
+                        format!("{what} needs a duration, found `{text}`"),
+                        e.span,
+                    )
+                    .label(label)
+                    .help(help),
+                );
+                None
+            }
+            _ => {
+                self.err(
+                    Diagnostic::error("E302", format!("{what} needs a duration"), e.span)
+                        .label("expected a duration such as `3h`"),
+                );
+                None
+            }
+        }
+    }
+
+    fn call(&mut self, func: &Ident, args: &[ast::Expr], span: Span, cx: &mut RuleCx) -> Checked {
+        let f = func.name.as_str();
+        if GROUP_FUNCS.contains(&f) {
+            return self.group_call(func, args, span, cx);
+        }
+        if !WINDOW_FUNCS.contains(&f) {
+            let all = WINDOW_FUNCS.iter().chain(GROUP_FUNCS).copied();
+            let s = did_you_mean(f, all);
+            let mut d = Diagnostic::error("E202", format!("unknown function `{f}`"), func.span)
+                .label("no function has this name");
+            d = match s {
+                Some(s) => d.help(format!("did you mean `{s}`?")),
+                None => d.note(format!(
+                    "window functions: {}; group functions: group_/peer_ + median, mean, min, max, count",
+                    WINDOW_FUNCS.join(", ")
+                )),
+            };
+            self.err(d);
+            return ERR;
+        }
+        let (arity_ok, expect) = match f {
+            "last" => (
+                matches!(args.len(), 1 | 2),
+                "1 or 2 arguments (a feed and an optional window width)",
+            ),
+            "decay_sum" => (
+                args.len() == 3,
+                "3 arguments (a feed, a number of days like `10d`, and a daily decay factor k)",
+            ),
+            "since" => (
+                args.len() == 2,
+                "2 arguments (a feed and a time of day with a zone, like `08:00 Asia/Shanghai`)",
+            ),
+            _ => (args.len() == 2, "2 arguments (a feed and a window width)"),
+        };
+        if !arity_ok {
+            self.err(
+                Diagnostic::error(
+                    "E301",
+                    format!(
+                        "`{f}` takes {expect}, found {} argument{}",
+                        args.len(),
+                        if args.len() == 1 { "" } else { "s" }
+                    ),
+                    span,
+                )
+                .label("wrong number of arguments")
+                .help(match f {
+                    "decay_sum" => "write e.g. `decay_sum(rain, 10d, 0.84)`".to_string(),
+                    "since" => "write e.g. `since(rain, 08:00 Asia/Shanghai)`".to_string(),
+                    _ => format!("write e.g. `{f}(rain, 3h)`"),
+                }),
+            );
+            return ERR;
+        }
+        let feed = self.feed_arg(&args[0], f, cx);
+        // the width / parameters
+        let mut width: Option<Millis> = None;
+        let mut func_ir = match f {
+            "sum" => WindowFunc::Sum,
+            "count" => WindowFunc::Count,
+            "avg" => WindowFunc::Avg,
+            "twa" => WindowFunc::Twa,
+            "min" => WindowFunc::Min,
+            "max" => WindowFunc::Max,
+            "first" => WindowFunc::First,
+            "last" => WindowFunc::Last,
+            "delta" => WindowFunc::Delta,
+            "rate" => WindowFunc::Rate,
+            "integrate" => WindowFunc::Integrate,
+            _ => WindowFunc::Missing,
+        };
+        let mut params_ok = true;
+        match f {
+            "decay_sum" => {
+                let days =
+                    self.expect_duration(&args[1], "the number of days of `decay_sum`", false);
+                let days = match days {
+                    Some(ms) if ms % ir::DAY == 0 => Some((ms / ir::DAY) as u32),
+                    Some(_) => {
+                        self.err(
+                            Diagnostic::error(
+                                "E307",
+                                "`decay_sum` counts whole days",
+                                args[1].span,
+                            )
+                            .label("not a whole number of days")
+                            .help("write the number of antecedent days, e.g. `10d`"),
+                        );
+                        None
+                    }
+                    None => None,
+                };
+                let k = self.constant(&args[2], "the decay factor of `decay_sum`", cx);
+                let k = match k {
+                    Some(k) if k > 0.0 && k <= 1.0 => Some(k),
+                    Some(k) => {
+                        self.err(
+                            Diagnostic::error(
+                                "E307",
+                                format!("the decay factor must be in (0, 1], found {k}"),
+                                args[2].span,
+                            )
+                            .label("outside (0, 1]")
+                            .help("a daily decay factor is typically 0.8 to 0.9"),
+                        );
+                        None
+                    }
+                    None => None,
+                };
+                match (days, k) {
+                    (Some(days), Some(k)) => func_ir = WindowFunc::DecaySum { days, k },
+                    _ => params_ok = false,
+                }
+            }
+            "since" => match &args[1].kind {
+                ExprKind::Time { hour, minute, zone } => match zone {
+                    Some((z, zs)) => {
+                        if valid_zone(z) {
+                            func_ir = WindowFunc::Since {
+                                hour: *hour,
+                                minute: *minute,
+                                zone: z.clone(),
+                            };
+                        } else {
+                            let s = zone_suggestion(z);
+                            self.err(
+                                Diagnostic::error("E211", format!("unknown time zone `{z}`"), *zs)
+                                    .label("not an IANA zone name or a UTC offset")
+                                    .help(match s {
+                                        Some(s) => format!("did you mean `{s}`?"),
+                                        None => "write an IANA name like `Asia/Shanghai` or an offset like `+08:00`".to_string(),
+                                    }),
+                            );
+                            params_ok = false;
+                        }
+                    }
+                    None => {
+                        self.err(
+                            Diagnostic::error("E302", "`since` needs a time zone", args[1].span)
+                                .label("no zone after the time of day")
+                                .help(format!(
+                                    "write e.g. `{} Asia/Shanghai` or `{} +08:00`",
+                                    self.text(args[1].span),
+                                    self.text(args[1].span)
+                                )),
+                        );
+                        params_ok = false;
+                    }
+                },
+                ExprKind::Error => params_ok = false,
+                _ => {
+                    self.err(
+                        Diagnostic::error(
+                            "E302",
+                            "`since` needs a time of day and a zone",
+                            args[1].span,
+                        )
+                        .label("expected a time of day like `08:00 Asia/Shanghai`"),
+                    );
+                    params_ok = false;
+                }
+            },
+            _ => {
+                if args.len() == 2 {
+                    let what = format!("the window width of `{f}`");
+                    match self.expect_duration(&args[1], &what, false) {
+                        Some(w) => width = Some(w),
+                        None => params_ok = false,
+                    }
+                }
+            }
+        }
+        let Some(feed) = feed else { return ERR };
+        let fd = self.feeds[feed].clone();
+        let Some(unit) = self.window_unit(&func_ir, &fd, &args[0], func) else {
+            return ERR;
+        };
+        if !params_ok {
+            return ERR;
+        }
+        let label = window_label(&func_ir, &fd.name, width);
+        let id = self.intern(ir::WindowNode {
+            feed,
+            func: func_ir.clone(),
+            width,
+            unit: unit.unwrap_or(Unit::None),
+            label,
+        });
+        cx.use_window(id);
+        let ty = match unit {
+            Some(u) => Ty::Num(Nu::Known(u)),
+            None => Ty::Cond,
+        };
+        (Expr::Window(id), ty)
+    }
+
+    /// The result unit of a window function over a feed (`Some(None)` for a condition); E305
+    /// and E308 when the function does not apply.
+    fn window_unit(
+        &mut self,
+        func: &WindowFunc,
+        fd: &ir::FeedDef,
+        feed_arg: &ast::Expr,
+        fname: &Ident,
+    ) -> Option<Option<Unit>> {
+        let q = fd.quantity;
+        let name = &fd.name;
+        let fnm = func.name();
+        let additive_err = |q: Quantity| -> Option<Diagnostic> {
+            let (what, help) = match q {
+                Quantity::Rate => (
+                    format!("a rate ({})", fd.unit),
+                    format!(
+                        "summing intensities does not give a depth: use `integrate({name}, …)` for the depth that fell, or `avg`/`max` of the intensity"
+                    ),
+                ),
+                Quantity::Level => (
+                    format!("a level ({})", fd.unit),
+                    "levels do not add up: use `max`, `last`, `avg` or `delta`".to_string(),
+                ),
+                _ => return None,
+            };
+            Some(
+                Diagnostic::error(
+                    "E305",
+                    format!(
+                        "`{fnm}` needs an additive feed (depth or count), but `{name}` is {what}"
+                    ),
+                    feed_arg.span,
+                )
+                .label(format!("`{name}` is {what}"))
+                .secondary(fname.span, format!("`{fnm}` adds samples up"))
+                .help(help),
+            )
+        };
+        let unit = match func {
+            WindowFunc::Sum | WindowFunc::DecaySum { .. } | WindowFunc::Since { .. } => {
+                if let Some(d) = additive_err(q) {
+                    self.err(d);
+                    return None;
+                }
+                Some(fd.unit)
+            }
+            WindowFunc::Count => Some(Unit::None),
+            WindowFunc::Missing => None,
+            WindowFunc::Rate => {
+                if q == Quantity::Level && fd.unit == Unit::M {
+                    Some(Unit::MPerHour)
+                } else {
+                    let help = match q {
+                        Quantity::Depth => format!(
+                            "`{name}` holds increments: `sum({name}, 1h)` is the depth per hour"
+                        ),
+                        Quantity::Rate => {
+                            format!("`{name}` already is a rate: use `last`, `avg` or `max`")
+                        }
+                        _ => "`rate` gives the rate of rise of a level in m/h".to_string(),
+                    };
+                    self.err(
+                        Diagnostic::error(
+                            "E305",
+                            format!("`rate` needs a level feed in metres, but `{name}` is a {} feed ({})", quantity_name(q), units::describe(fd.unit)),
+                            feed_arg.span,
+                        )
+                        .label("not a level in metres")
+                        .help(help),
+                    );
+                    return None;
+                }
+            }
+            WindowFunc::Integrate => {
+                if q != Quantity::Rate {
+                    self.err(
+                        Diagnostic::error(
+                            "E305",
+                            format!(
+                                "`integrate` needs a rate feed, but `{name}` is a {} feed",
+                                quantity_name(q)
+                            ),
+                            feed_arg.span,
+                        )
+                        .label("not a rate")
+                        .help(if q == Quantity::Depth {
+                            format!("`{name}` holds depths already: use `sum({name}, …)`")
+                        } else {
+                            "`integrate` turns an intensity (mm/h) into a depth (mm)".to_string()
+                        }),
+                    );
+                    return None;
+                }
+                if fd.interval.is_none() {
+                    let fspan = self.feed_spans[self.feeds.iter().position(|f| f.name == *name)?];
+                    self.err(
+                        Diagnostic::error(
+                            "E308",
+                            format!("`integrate` needs the interval of feed `{name}`"),
+                            feed_arg.span,
+                        )
+                        .label("this feed has no `interval`")
+                        .secondary(fspan, "declared here without `interval`")
+                        .help("add the reporting interval to the feed, e.g. `, interval 5m`"),
+                    );
+                    return None;
+                }
+                Some(if fd.unit == Unit::MPerHour {
+                    Unit::M
+                } else {
+                    Unit::Mm
+                })
+            }
+            _ => Some(fd.unit),
+        };
+        Some(unit)
+    }
+
+    fn constant(&mut self, e: &ast::Expr, what: &str, cx: &mut RuleCx) -> Option<f64> {
+        let (ir, ty) = self.expr(e, cx);
+        match (ir, ty) {
+            (_, Ty::Error) => None,
+            (Expr::Num(v), Ty::Num(Nu::Bare | Nu::Known(Unit::None))) => Some(v),
+            _ => {
+                self.err(
+                    Diagnostic::error("E302", format!("{what} must be a plain number"), e.span)
+                        .label("expected a number like `0.84`"),
+                );
+                None
+            }
+        }
+    }
+
+    fn group_call(
+        &mut self,
+        func: &Ident,
+        args: &[ast::Expr],
+        span: Span,
+        cx: &mut RuleCx,
+    ) -> Checked {
+        let f = func.name.as_str();
+        if args.len() != 2 {
+            self.err(
+                Diagnostic::error(
+                    "E301",
+                    format!(
+                        "`{f}` takes 2 arguments (a window function and a group column), found {}",
+                        args.len()
+                    ),
+                    span,
+                )
+                .label("wrong number of arguments")
+                .help(format!("write e.g. `{f}(sum(rain, 1h), gauge.area)`")),
+            );
+            return ERR;
+        }
+        let (w, ty) = self.expr(&args[0], cx);
+        let window = match (w, ty) {
+            (_, Ty::Error) => None,
+            (Expr::Window(id), Ty::Num(_)) => Some(id),
+            _ => {
+                self.err(
+                    Diagnostic::error(
+                        "E302",
+                        format!("the first argument of `{f}` must be a window function"),
+                        args[0].span,
+                    )
+                    .label("not a window function of a feed")
+                    .help(format!("write e.g. `{f}(sum(rain, 1h), gauge.area)`")),
+                );
+                None
+            }
+        };
+        let col = match &args[1].kind {
+            ExprKind::Column { table, column } => self.column(table, column, false, cx, Some(f)),
+            ExprKind::Error => None,
+            _ => {
+                self.err(
+                    Diagnostic::error(
+                        "E302",
+                        format!("the second argument of `{f}` must be a group column"),
+                        args[1].span,
+                    )
+                    .label("expected `table.column`")
+                    .help(format!("write e.g. `{f}(sum(rain, 1h), gauge.area)`")),
+                );
+                None
+            }
+        };
+        let (Some(window), Some((t, c))) = (window, col) else {
+            return ERR;
+        };
+        cx.use_table(t, args[1].span, false);
+        let (gf, exclude_self) = group_func(f);
+        let unit = if gf == ir::GroupFunc::Count {
+            Unit::None
+        } else {
+            self.windows[window].unit
+        };
+        (
+            Expr::Group {
+                func: gf,
+                window,
+                table: t,
+                column: c,
+                exclude_self,
+            },
+            Ty::Num(Nu::Known(unit)),
+        )
+    }
+
+    fn intern(&mut self, node: ir::WindowNode) -> WindowId {
+        if let Some(i) = self
+            .windows
+            .iter()
+            .position(|w| w.feed == node.feed && w.func == node.func && w.width == node.width)
+        {
+            return i;
+        }
+        self.windows.push(node);
+        self.windows.len() - 1
+    }
+
+    // ---------------------------------------------------------------- messages
+
+    fn template(&mut self, span: Span, cx: &mut RuleCx) -> Vec<ir::TemplatePart> {
+        let src = self.src;
+        let b = src.as_bytes();
+        if span.end < span.start + 2 || b[span.end - 1] != b'"' {
+            return Vec::new(); // unterminated: already reported
+        }
+        let (start, end) = (span.start + 1, span.end - 1);
+        let mut parts = Vec::new();
+        let mut lit = String::new();
+        let mut i = start;
+        while i < end {
+            let c = b[i];
+            if c == b'{' && i + 1 < end && b[i + 1] == b'{' {
+                lit.push('{');
+                i += 2;
+            } else if c == b'}' && i + 1 < end && b[i + 1] == b'}' {
+                lit.push('}');
+                i += 2;
+            } else if c == b'\\' && i + 1 < end {
+                match b[i + 1] {
+                    b'n' => lit.push('\n'),
+                    b't' => lit.push('\t'),
+                    b'"' => lit.push('"'),
+                    b'\\' => lit.push('\\'),
+                    _ => {
+                        lit.push('\\');
+                        i += 1;
+                        continue;
+                    }
+                }
+                i += 2;
+            } else if c == b'}' {
+                self.err(
+                    Diagnostic::error("E101", "unmatched `}` in message", Span::new(i, i + 1))
+                        .label("no `{` opens this")
+                        .help("write `}}` for a literal brace"),
+                );
+                i += 1;
+            } else if c == b'{' {
+                let Some(close) = src[i + 1..end].find('}').map(|p| p + i + 1) else {
+                    self.err(
+                        Diagnostic::error("E101", "unclosed `{` in message", Span::new(i, i + 1))
+                            .label("this `{` is never closed")
+                            .help("close the hole with `}`, or write `{{` for a literal brace"),
+                    );
+                    break;
+                };
+                if !lit.is_empty() {
+                    parts.push(ir::TemplatePart::Lit(std::mem::take(&mut lit)));
+                }
+                if let Some(p) = self.hole(i + 1, close, cx) {
+                    parts.push(p);
+                }
+                i = close + 1;
+            } else {
+                let ch = src[i..].chars().next().unwrap_or('\u{fffd}');
+                lit.push(ch);
+                i += ch.len_utf8();
+            }
+        }
+        if !lit.is_empty() {
+            parts.push(ir::TemplatePart::Lit(lit));
+        }
+        parts
+    }
+
+    fn hole(&mut self, start: usize, end: usize, cx: &mut RuleCx) -> Option<ir::TemplatePart> {
+        let text = &self.src[start..end];
+        let mut expr_end = end;
+        let mut precision = None;
+        if let Some(p) = text.rfind(":.") {
+            let digits = &text[p + 2..];
+            if !digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit()) {
+                match digits.parse::<u8>() {
+                    Ok(n) if n <= 12 => precision = Some(n),
+                    _ => {
+                        let s = Span::new(start + p, end);
+                        self.err(
+                            Diagnostic::error("E307", "too many decimal places", s)
+                                .label("at most 12")
+                                .help("write e.g. `{s3:.1}`"),
+                        );
+                    }
+                }
+                expr_end = start + p;
+            }
+        }
+        match text[..expr_end - start].trim() {
+            "entity" => return Some(ir::TemplatePart::Entity),
+            "rule" => return Some(ir::TemplatePart::Rule),
+            "level" => return Some(ir::TemplatePart::Level),
+            "" => {
+                self.err(
+                    Diagnostic::error(
+                        "E101",
+                        "empty `{}` in message",
+                        Span::new(start - 1, end + 1),
+                    )
+                    .label("nothing to show")
+                    .help("write `{entity}`, `{level}`, a value like `{s3:.0}`, or `{{}}` for literal braces"),
+                );
+                return None;
+            }
+            _ => {}
+        }
+        let e = match crate::parse::parse_fragment(self.src, start, expr_end) {
+            Ok(e) => e,
+            Err(ds) => {
+                self.diags.extend(ds);
+                return None;
+            }
+        };
+        if precision.is_none() {
+            if let ExprKind::Column { table, column } = &e.kind {
+                let (t, c) = self.column(table, column, false, cx, None)?;
+                return Some(ir::TemplatePart::Cell {
+                    table: t,
+                    column: c,
+                });
+            }
+        }
+        let (ir, n) = self.num(&e, cx, "a message hole")?;
+        if let Nu::Amb(_) = n {
+            self.ambiguous(e.span);
+            return None;
+        }
+        Some(ir::TemplatePart::Value {
+            expr: ir,
+            precision,
+            unit: match n {
+                Nu::Known(u) => u,
+                _ => Unit::None,
+            },
+        })
+    }
+}
+
+fn quantity_name(q: Quantity) -> &'static str {
+    match q {
+        Quantity::Depth => "depth",
+        Quantity::Rate => "rate",
+        Quantity::Level => "level",
+        Quantity::Count => "count",
+    }
+}
+
+fn group_func(f: &str) -> (ir::GroupFunc, bool) {
+    let (prefix, rest) = f.split_once('_').unwrap_or(("group", "median"));
+    let gf = match rest {
+        "mean" => ir::GroupFunc::Mean,
+        "min" => ir::GroupFunc::Min,
+        "max" => ir::GroupFunc::Max,
+        "count" => ir::GroupFunc::Count,
+        _ => ir::GroupFunc::Median,
+    };
+    (gf, prefix == "peer")
+}
+
+/// Canonical text of a window: `sum(rain, 3h)`, `last(stage)`, `decay_sum(rain, 10d, 0.84)`.
+pub fn window_label(func: &WindowFunc, feed: &str, width: Option<Millis>) -> String {
+    match func {
+        WindowFunc::DecaySum { days, k } => format!("decay_sum({feed}, {days}d, {k})"),
+        WindowFunc::Since { hour, minute, zone } => {
+            format!("since({feed}, {hour:02}:{minute:02} {zone})")
+        }
+        f => match width {
+            Some(w) => format!("{}({feed}, {})", f.name(), fmt_duration(w)),
+            None => format!("{}({feed})", f.name()),
+        },
+    }
+}
+
+fn valid_zone(z: &str) -> bool {
+    if let Some(rest) = z.strip_prefix(['+', '-']) {
+        let b = rest.as_bytes();
+        return b.len() == 5
+            && b[2] == b':'
+            && rest[..2].parse::<u32>().is_ok_and(|h| h <= 14)
+            && rest[3..].parse::<u32>().is_ok_and(|m| m < 60);
+    }
+    z.parse::<chrono_tz::Tz>().is_ok()
+}
+
+fn zone_suggestion(z: &str) -> Option<String> {
+    did_you_mean(z, chrono_tz::TZ_VARIANTS.iter().map(|t| t.name()))
+}
+
+fn default_message(values: &[(String, Expr)], value_units: &[Unit]) -> Vec<ir::TemplatePart> {
+    let mut parts = vec![
+        ir::TemplatePart::Rule,
+        ir::TemplatePart::Lit(" ".into()),
+        ir::TemplatePart::Level,
+        ir::TemplatePart::Lit(" for ".into()),
+        ir::TemplatePart::Entity,
+    ];
+    for (i, (label, e)) in values.iter().enumerate() {
+        let sep = if i == 0 { ": " } else { ", " };
+        parts.push(ir::TemplatePart::Lit(format!("{sep}{label} = ")));
+        parts.push(ir::TemplatePart::Value {
+            expr: e.clone(),
+            precision: Some(1),
+            unit: Unit::None,
+        });
+        match value_units.get(i) {
+            Some(Unit::None) | None => {}
+            Some(u) => parts.push(ir::TemplatePart::Lit(format!(" {u}"))),
+        }
+    }
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(fmt_duration(3 * 3_600_000), "3h");
+        assert_eq!(fmt_duration(5_400_000), "1h30m");
+        assert_eq!(fmt_duration(24 * 3_600_000), "24h");
+        assert_eq!(fmt_duration(48 * 3_600_000), "2d");
+        assert_eq!(fmt_duration(10 * ir::DAY + 3_600_000), "10d1h");
+        assert_eq!(fmt_duration(90_000), "1m30s");
+        assert_eq!(fmt_duration(250), "250ms");
+    }
+}

@@ -1,0 +1,942 @@
+//! The parser: recursive descent over [`crate::lex`] tokens, with error recovery.
+//!
+//! After a syntax error the parser skips to the next clause start (`let`, `clear`,
+//! `message`, `LEVEL when`) or top-level keyword (`feed`, `table`, `levels`, `rule`) and goes
+//! on, so every syntax error of a file is reported in one pass. A clause whose expression
+//! failed keeps its name with an [`ExprKind::Error`] body, so that the checker does not report
+//! knock-on errors (e.g. "unknown name" for a `let` whose definition failed to parse).
+
+use crate::ast::*;
+use crate::diag::{did_you_mean, Diagnostic, Span};
+use crate::lex::{lex_range, Tok, Token};
+
+const ITEM_KEYWORDS: &[&str] = &["feed", "table", "levels", "rule"];
+const KEYWORDS: &[&str] = &[
+    "feed", "table", "levels", "rule", "on", "let", "when", "for", "exit", "clear", "after",
+    "message", "and", "or", "not", "true", "false", "key", "group",
+];
+const FEED_OPTIONS: &[&str] = &[
+    "range",
+    "interval",
+    "late",
+    "reorder",
+    "stale",
+    "offline",
+    "duplicates",
+    "strict",
+];
+
+type PResult<T> = Result<T, ()>;
+
+struct Parser<'a> {
+    src: &'a str,
+    toks: Vec<Token>,
+    pos: usize,
+    diags: Vec<Diagnostic>,
+}
+
+/// Parse a whole file. Returns the (possibly partial) tree and every lexical and syntax error.
+pub fn parse(src: &str) -> (File, Vec<Diagnostic>) {
+    let (toks, diags) = lex_range(src, 0, src.len());
+    let mut p = Parser {
+        src,
+        toks,
+        pos: 0,
+        diags,
+    };
+    let file = p.file();
+    (file, p.diags)
+}
+
+/// Parse `src[start..end]` as a single expression (used for message template holes).
+pub fn parse_fragment(src: &str, start: usize, end: usize) -> Result<Expr, Vec<Diagnostic>> {
+    let (toks, diags) = lex_range(src, start, end);
+    let mut p = Parser {
+        src,
+        toks,
+        pos: 0,
+        diags,
+    };
+    let r = p.expr();
+    if r.is_ok() && !p.at(&Tok::Eof) {
+        let t = p.peek().clone();
+        p.diags.push(
+            Diagnostic::error(
+                "E101",
+                format!("unexpected {} in a message hole", t.tok.describe()),
+                t.span,
+            )
+            .label("expected `}` or `:.N`"),
+        );
+    }
+    match r {
+        Ok(e) if p.diags.is_empty() => Ok(e),
+        _ => Err(p.diags),
+    }
+}
+
+fn is_keyword(s: &str) -> bool {
+    KEYWORDS.contains(&s)
+}
+
+impl<'a> Parser<'a> {
+    fn peek(&self) -> &Token {
+        &self.toks[self.pos.min(self.toks.len() - 1)]
+    }
+
+    fn peek_at(&self, n: usize) -> &Token {
+        &self.toks[(self.pos + n).min(self.toks.len() - 1)]
+    }
+
+    fn at(&self, t: &Tok) -> bool {
+        &self.peek().tok == t
+    }
+
+    fn at_kw(&self, kw: &str) -> bool {
+        matches!(&self.peek().tok, Tok::Ident(s) if s == kw)
+    }
+
+    fn bump(&mut self) -> Token {
+        let t = self.peek().clone();
+        if self.pos < self.toks.len() - 1 {
+            self.pos += 1;
+        }
+        t
+    }
+
+    fn prev_end(&self) -> usize {
+        if self.pos == 0 {
+            0
+        } else {
+            self.toks[self.pos - 1].span.end
+        }
+    }
+
+    fn error_expected(&mut self, what: &str) {
+        let t = self.peek().clone();
+        let mut d = Diagnostic::error(
+            "E101",
+            format!("expected {what}, found {}", t.tok.describe()),
+            t.span,
+        )
+        .label(format!("expected {what}"));
+        if let Tok::Ident(s) = &t.tok {
+            if is_keyword(s) {
+                d = d.note(format!("`{s}` is a keyword"));
+            }
+        }
+        if matches!(t.tok, Tok::Eof) {
+            // point just after the last token rather than at the end of trailing comments
+            let e = self.prev_end();
+            d.span = Span::new(e, e);
+        }
+        self.diags.push(d);
+    }
+
+    fn expect(&mut self, t: &Tok, what: &str) -> PResult<Token> {
+        if self.at(t) {
+            Ok(self.bump())
+        } else {
+            self.error_expected(what);
+            Err(())
+        }
+    }
+
+    fn expect_kw(&mut self, kw: &str) -> PResult<Token> {
+        if self.at_kw(kw) {
+            Ok(self.bump())
+        } else {
+            self.error_expected(&format!("`{kw}`"));
+            Err(())
+        }
+    }
+
+    fn ident(&mut self, what: &str) -> PResult<Ident> {
+        match &self.peek().tok {
+            Tok::Ident(s) if !is_keyword(s) => {
+                let name = s.clone();
+                let span = self.bump().span;
+                Ok(Ident { name, span })
+            }
+            _ => {
+                self.error_expected(what);
+                Err(())
+            }
+        }
+    }
+
+    fn at_item_start(&self) -> bool {
+        matches!(&self.peek().tok, Tok::Ident(s) if ITEM_KEYWORDS.contains(&s.as_str()))
+            || self.at(&Tok::Eof)
+    }
+
+    fn at_clause_start(&self) -> bool {
+        match &self.peek().tok {
+            Tok::Ident(s) => {
+                matches!(s.as_str(), "let" | "clear" | "message")
+                    || (s != "exit"
+                        && !is_keyword(s)
+                        && matches!(&self.peek_at(1).tok, Tok::Ident(w) if w == "when"))
+            }
+            _ => false,
+        }
+    }
+
+    fn sync_item(&mut self) {
+        while !self.at_item_start() {
+            self.bump();
+        }
+    }
+
+    fn sync_clause(&mut self) {
+        while !self.at_item_start() && !self.at_clause_start() {
+            self.bump();
+        }
+    }
+
+    // ---- items ----
+
+    fn file(&mut self) -> File {
+        let mut items = Vec::new();
+        while !self.at(&Tok::Eof) {
+            let kw = match &self.peek().tok {
+                Tok::Ident(s) => s.clone(),
+                _ => String::new(),
+            };
+            let r = match kw.as_str() {
+                "feed" => self.feed().map(Item::Feed),
+                "table" => self.table().map(Item::Table),
+                "levels" => self.levelset().map(Item::Levels),
+                "rule" => {
+                    let r = self.rule();
+                    items.push(Item::Rule(r));
+                    continue;
+                }
+                _ => {
+                    let t = self.peek().clone();
+                    let mut d = Diagnostic::error(
+                        "E101",
+                        format!(
+                            "expected `feed`, `table`, `levels` or `rule`, found {}",
+                            t.tok.describe()
+                        ),
+                        t.span,
+                    )
+                    .label("expected a declaration");
+                    if let Some(s) = did_you_mean(&kw, ITEM_KEYWORDS.iter().copied()) {
+                        d = d.help(format!("did you mean `{s}`?"));
+                    }
+                    self.diags.push(d);
+                    self.bump();
+                    Err(())
+                }
+            };
+            match r {
+                Ok(item) => items.push(item),
+                Err(()) => self.sync_item(),
+            }
+        }
+        File { items }
+    }
+
+    fn feed(&mut self) -> PResult<FeedDecl> {
+        let start = self.bump().span.start;
+        let name = self.ident("a feed name")?;
+        self.expect(&Tok::Colon, "`:`")?;
+        let quantity = match &self.peek().tok {
+            Tok::Ident(_) => {
+                let t = self.bump();
+                let Tok::Ident(s) = t.tok else { unreachable!() };
+                Ident {
+                    name: s,
+                    span: t.span,
+                }
+            }
+            _ => {
+                self.error_expected("a quantity (`depth`, `rate`, `level` or `count`)");
+                return Err(());
+            }
+        };
+        let unit = match &self.peek().tok {
+            Tok::Ident(s) if !is_keyword(s) && !FEED_OPTIONS.contains(&s.as_str()) => {
+                Some(self.unit_text())
+            }
+            _ => None,
+        };
+        let mut opts = Vec::new();
+        while self.at(&Tok::Comma) {
+            self.bump();
+            match self.feed_opt() {
+                Ok(o) => opts.push(o),
+                Err(()) => {
+                    while !self.at(&Tok::Comma) && !self.at_item_start() {
+                        self.bump();
+                    }
+                }
+            }
+        }
+        if !self.at_item_start() {
+            self.error_expected("`,` and a feed option, or a new declaration");
+            return Err(());
+        }
+        Ok(FeedDecl {
+            name,
+            quantity,
+            unit,
+            opts,
+            span: Span::new(start, self.prev_end()),
+        })
+    }
+
+    /// A unit after a quantity or a number: `mm`, `mm/h`, `m3/s`.
+    fn unit_text(&mut self) -> (String, Span) {
+        let t = self.bump();
+        let Tok::Ident(mut text) = t.tok else {
+            return (String::new(), t.span);
+        };
+        let mut span = t.span;
+        if self.at(&Tok::Slash) {
+            if let Tok::Ident(per) = &self.peek_at(1).tok {
+                if matches!(per.as_str(), "h" | "s") {
+                    text = format!("{text}/{per}");
+                    self.bump();
+                    span = span.to(self.bump().span);
+                }
+            }
+        }
+        (text, span)
+    }
+
+    fn feed_opt(&mut self) -> PResult<FeedOpt> {
+        let t = self.peek().clone();
+        let name = match &t.tok {
+            Tok::Ident(s) if FEED_OPTIONS.contains(&s.as_str()) => {
+                self.bump();
+                Ident {
+                    name: s.clone(),
+                    span: t.span,
+                }
+            }
+            _ => {
+                let mut d = Diagnostic::error(
+                    "E101",
+                    format!("expected a feed option, found {}", t.tok.describe()),
+                    t.span,
+                )
+                .label("not a feed option")
+                .note(format!("feed options are {}", FEED_OPTIONS.join(", ")));
+                if let Tok::Ident(s) = &t.tok {
+                    if let Some(m) = did_you_mean(s, FEED_OPTIONS.iter().copied()) {
+                        d = d.help(format!("did you mean `{m}`?"));
+                    }
+                }
+                self.diags.push(d);
+                return Err(());
+            }
+        };
+        let value = match name.name.as_str() {
+            "range" => {
+                let lo = self.additive()?;
+                self.expect(&Tok::DotDot, "`..`")?;
+                let hi = self.additive()?;
+                FeedOptValue::Range(lo, hi)
+            }
+            "duplicates" => FeedOptValue::Word(self.ident("`replace`, `ignore` or `add`")?),
+            "strict" => FeedOptValue::Flag,
+            _ => FeedOptValue::Duration(self.unary()?),
+        };
+        Ok(FeedOpt {
+            name: name.clone(),
+            value,
+            span: Span::new(name.span.start, self.prev_end()),
+        })
+    }
+
+    fn table(&mut self) -> PResult<TableDecl> {
+        let start = self.bump().span.start;
+        let name = self.ident("a table name")?;
+        self.expect(&Tok::Colon, "`:`")?;
+        let path = match &self.peek().tok {
+            Tok::Str(s) => {
+                let s = s.clone();
+                (s, self.bump().span)
+            }
+            _ => {
+                self.error_expected("a file name in quotes");
+                return Err(());
+            }
+        };
+        self.expect(&Tok::Comma, "`,`")?;
+        self.expect_kw("key")?;
+        let key = self.ident("the key column")?;
+        let mut groups = Vec::new();
+        while self.at(&Tok::Comma) {
+            self.bump();
+            self.expect_kw("group")?;
+            groups.push(self.ident("a group column")?);
+        }
+        if !self.at_item_start() {
+            self.error_expected("`, group COLUMN` or a new declaration");
+            return Err(());
+        }
+        Ok(TableDecl {
+            name,
+            path,
+            key,
+            groups,
+            span: Span::new(start, self.prev_end()),
+        })
+    }
+
+    fn level_list(&mut self, first: Ident) -> PResult<Vec<Ident>> {
+        let mut v = vec![first];
+        while self.at(&Tok::Lt) {
+            self.bump();
+            v.push(self.ident("a level name")?);
+        }
+        Ok(v)
+    }
+
+    fn levelset(&mut self) -> PResult<LevelSetDecl> {
+        let start = self.bump().span.start;
+        let name = self.ident("a level set name")?;
+        self.expect(&Tok::Colon, "`:`")?;
+        let first = self.ident("a level name")?;
+        let levels = self.level_list(first)?;
+        if !self.at_item_start() {
+            self.error_expected("`<` and a level, or a new declaration");
+            return Err(());
+        }
+        Ok(LevelSetDecl {
+            name,
+            levels,
+            span: Span::new(start, self.prev_end()),
+        })
+    }
+
+    fn rule_header(&mut self, r: &mut RuleDecl) -> PResult<()> {
+        r.name = self.ident("a rule name")?;
+        self.expect_kw("on")?;
+        r.feeds.push(self.ident("a feed name")?);
+        while self.at(&Tok::Comma) {
+            self.bump();
+            r.feeds.push(self.ident("a feed name")?);
+        }
+        if self.at_kw("levels") {
+            self.bump();
+            let first = self.ident("a level set or level names")?;
+            r.levels = Some(if self.at(&Tok::Lt) {
+                RuleLevels::Inline(self.level_list(first)?)
+            } else {
+                RuleLevels::Named(first)
+            });
+        }
+        self.expect(&Tok::Colon, "`:`")?;
+        Ok(())
+    }
+
+    fn rule(&mut self) -> RuleDecl {
+        let start = self.bump().span.start;
+        let mut r = RuleDecl {
+            name: Ident {
+                name: String::new(),
+                span: Span::new(start, start),
+            },
+            feeds: Vec::new(),
+            levels: None,
+            clauses: Vec::new(),
+            header: Span::new(start, start),
+        };
+        if self.rule_header(&mut r).is_err() {
+            // skip the rest of the header
+            while !self.at(&Tok::Colon)
+                && !self.at_clause_start()
+                && (!self.at_item_start() || self.at_kw("levels"))
+            {
+                self.bump();
+            }
+            if self.at(&Tok::Colon) {
+                self.bump();
+            }
+        }
+        r.header = Span::new(start, self.prev_end());
+        while !self.at_item_start() {
+            match self.clause() {
+                Ok(c) => r.clauses.push(c),
+                Err(()) => self.sync_clause(),
+            }
+        }
+        r
+    }
+
+    fn expr_or_sync(&mut self) -> Expr {
+        let start = self.peek().span.start;
+        match self.expr() {
+            Ok(e) => e,
+            Err(()) => {
+                self.sync_clause();
+                Expr {
+                    kind: ExprKind::Error,
+                    span: Span::new(start, self.prev_end().max(start)),
+                }
+            }
+        }
+    }
+
+    fn clause(&mut self) -> PResult<Clause> {
+        let t = self.peek().clone();
+        let kw = match &t.tok {
+            Tok::Ident(s) => s.clone(),
+            _ => String::new(),
+        };
+        match kw.as_str() {
+            "let" => {
+                self.bump();
+                let name = self.ident("a name")?;
+                self.expect(&Tok::Assign, "`=`")?;
+                let expr = self.expr_or_sync();
+                Ok(Clause::Let { name, expr })
+            }
+            "for" => {
+                self.bump();
+                Ok(Clause::For(self.unary()?))
+            }
+            "message" => {
+                self.bump();
+                match &self.peek().tok {
+                    Tok::Str(_) => Ok(Clause::Message(self.bump().span)),
+                    _ => {
+                        self.error_expected("a message in quotes");
+                        Err(())
+                    }
+                }
+            }
+            "clear" if matches!(&self.peek_at(1).tok, Tok::Ident(s) if s == "after" || s == "when") =>
+            {
+                self.bump();
+                if self.at_kw("after") {
+                    self.bump();
+                    Ok(Clause::ClearAfter(self.unary()?))
+                } else {
+                    self.bump();
+                    let cond = self.expr_or_sync();
+                    let hold = self.hold()?;
+                    Ok(Clause::ClearWhen { cond, hold })
+                }
+            }
+            "clear" => {
+                self.bump();
+                self.error_expected("`after` or `when`");
+                Err(())
+            }
+            _ if !kw.is_empty() && !is_keyword(&kw) => {
+                let name = self.ident("a level name")?;
+                if !self.at_kw("when") {
+                    self.error_expected("`when`");
+                    return Err(());
+                }
+                self.bump();
+                let when = self.expr_or_sync();
+                let hold = self.hold()?;
+                let mut exit = None;
+                if self.at_kw("exit") {
+                    self.bump();
+                    self.expect_kw("when")?;
+                    exit = Some(self.expr_or_sync());
+                }
+                Ok(Clause::Level {
+                    name,
+                    when,
+                    hold,
+                    exit,
+                })
+            }
+            _ => {
+                let mut d = Diagnostic::error(
+                    "E101",
+                    format!("expected a rule clause, found {}", t.tok.describe()),
+                    t.span,
+                )
+                .label("expected `let`, `LEVEL when`, `for`, `clear` or `message`");
+                if kw == "exit" {
+                    d = d.help("`exit when` belongs right after a level's `when` condition");
+                }
+                self.diags.push(d);
+                self.bump();
+                Err(())
+            }
+        }
+    }
+
+    fn hold(&mut self) -> PResult<Option<Expr>> {
+        if self.at_kw("for") {
+            self.bump();
+            Ok(Some(self.unary()?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    // ---- expressions ----
+
+    /// A full expression.
+    fn expr(&mut self) -> PResult<Expr> {
+        self.or()
+    }
+
+    fn binary(op: BinOp, op_span: Span, l: Expr, r: Expr) -> Expr {
+        let span = l.span.to(r.span);
+        Expr {
+            kind: ExprKind::Binary(op, op_span, Box::new(l), Box::new(r)),
+            span,
+        }
+    }
+
+    fn or(&mut self) -> PResult<Expr> {
+        let mut l = self.and()?;
+        while self.at_kw("or") {
+            let os = self.bump().span;
+            let r = self.and()?;
+            l = Self::binary(BinOp::Or, os, l, r);
+        }
+        Ok(l)
+    }
+
+    fn and(&mut self) -> PResult<Expr> {
+        let mut l = self.not()?;
+        while self.at_kw("and") {
+            let os = self.bump().span;
+            let r = self.not()?;
+            l = Self::binary(BinOp::And, os, l, r);
+        }
+        Ok(l)
+    }
+
+    fn not(&mut self) -> PResult<Expr> {
+        if self.at_kw("not") {
+            let s = self.bump().span;
+            let e = self.not()?;
+            let span = s.to(e.span);
+            return Ok(Expr {
+                kind: ExprKind::Unary(UnOp::Not, Box::new(e)),
+                span,
+            });
+        }
+        self.comparison()
+    }
+
+    fn cmp_op(&self) -> Option<BinOp> {
+        Some(match self.peek().tok {
+            Tok::Lt => BinOp::Lt,
+            Tok::Le => BinOp::Le,
+            Tok::Gt => BinOp::Gt,
+            Tok::Ge => BinOp::Ge,
+            Tok::EqEq => BinOp::Eq,
+            Tok::Ne => BinOp::Ne,
+            Tok::Assign => BinOp::Eq,
+            _ => return None,
+        })
+    }
+
+    fn comparison(&mut self) -> PResult<Expr> {
+        let l = self.additive()?;
+        let Some(op) = self.cmp_op() else {
+            return Ok(l);
+        };
+        let ot = self.bump();
+        if ot.tok == Tok::Assign {
+            self.diags.push(
+                Diagnostic::error("E101", "expected a comparison, found `=`", ot.span)
+                    .label("`=` only binds a `let`")
+                    .help("compare with `==`"),
+            );
+        }
+        let r = self.additive()?;
+        let e = Self::binary(op, ot.span, l, r);
+        if self.cmp_op().is_some() {
+            let t = self.peek().clone();
+            self.diags.push(
+                Diagnostic::error("E101", "comparisons cannot be chained", t.span)
+                    .label("a second comparison")
+                    .help("combine comparisons with `and`: `a < b and b < c`"),
+            );
+            return Err(());
+        }
+        Ok(e)
+    }
+
+    fn additive(&mut self) -> PResult<Expr> {
+        let mut l = self.multiplicative()?;
+        loop {
+            let op = match self.peek().tok {
+                Tok::Plus => BinOp::Add,
+                Tok::Minus => BinOp::Sub,
+                _ => return Ok(l),
+            };
+            let os = self.bump().span;
+            let r = self.multiplicative()?;
+            l = Self::binary(op, os, l, r);
+        }
+    }
+
+    fn multiplicative(&mut self) -> PResult<Expr> {
+        let mut l = self.default()?;
+        loop {
+            let op = match self.peek().tok {
+                Tok::Star => BinOp::Mul,
+                Tok::Slash => BinOp::Div,
+                _ => return Ok(l),
+            };
+            let os = self.bump().span;
+            let r = self.default()?;
+            l = Self::binary(op, os, l, r);
+        }
+    }
+
+    fn default(&mut self) -> PResult<Expr> {
+        let mut l = self.unary()?;
+        while self.at(&Tok::QQ) {
+            let os = self.bump().span;
+            let r = self.unary()?;
+            l = Self::binary(BinOp::Default, os, l, r);
+        }
+        Ok(l)
+    }
+
+    fn unary(&mut self) -> PResult<Expr> {
+        if self.at(&Tok::Minus) {
+            let s = self.bump().span;
+            let e = self.unary()?;
+            let span = s.to(e.span);
+            return Ok(Expr {
+                kind: ExprKind::Unary(UnOp::Neg, Box::new(e)),
+                span,
+            });
+        }
+        self.primary()
+    }
+
+    fn primary(&mut self) -> PResult<Expr> {
+        let t = self.peek().clone();
+        let kind = match t.tok {
+            Tok::Number(v) => {
+                self.bump();
+                let unit = match &self.peek().tok {
+                    Tok::Ident(w)
+                        if crate::units::is_unit_word(w)
+                            || crate::units::is_spaced_duration_word(w) =>
+                    {
+                        Some(self.unit_text())
+                    }
+                    _ => None,
+                };
+                let span = unit.as_ref().map_or(t.span, |(_, s)| t.span.to(*s));
+                return Ok(Expr {
+                    kind: ExprKind::Num { value: v, unit },
+                    span,
+                });
+            }
+            Tok::Duration(ms) => {
+                self.bump();
+                ExprKind::Duration(ms)
+            }
+            Tok::Time(hour, minute) => {
+                self.bump();
+                let zone = self.zone();
+                let span = zone.as_ref().map_or(t.span, |(_, s)| t.span.to(*s));
+                return Ok(Expr {
+                    kind: ExprKind::Time { hour, minute, zone },
+                    span,
+                });
+            }
+            Tok::LParen => {
+                self.bump();
+                let e = self.expr()?;
+                let close = self.expect(&Tok::RParen, "`)`")?;
+                return Ok(Expr {
+                    kind: ExprKind::Paren(Box::new(e)),
+                    span: t.span.to(close.span),
+                });
+            }
+            Tok::Ident(ref s) if s == "true" || s == "false" => {
+                self.bump();
+                ExprKind::Bool(s == "true")
+            }
+            Tok::Ident(ref s) if !is_keyword(s) => {
+                self.bump();
+                let name = Ident {
+                    name: s.clone(),
+                    span: t.span,
+                };
+                if self.at(&Tok::LParen) {
+                    self.bump();
+                    let mut args = Vec::new();
+                    if !self.at(&Tok::RParen) {
+                        args.push(self.expr()?);
+                        while self.at(&Tok::Comma) {
+                            self.bump();
+                            args.push(self.expr()?);
+                        }
+                    }
+                    let close = self.expect(&Tok::RParen, "`,` or `)`")?;
+                    return Ok(Expr {
+                        kind: ExprKind::Call { func: name, args },
+                        span: t.span.to(close.span),
+                    });
+                }
+                if self.at(&Tok::Dot) {
+                    self.bump();
+                    let column = self.ident("a column name")?;
+                    let span = t.span.to(column.span);
+                    return Ok(Expr {
+                        kind: ExprKind::Column {
+                            table: name,
+                            column,
+                        },
+                        span,
+                    });
+                }
+                ExprKind::Name(name.name)
+            }
+            _ => {
+                self.error_expected("an expression");
+                return Err(());
+            }
+        };
+        Ok(Expr { kind, span: t.span })
+    }
+
+    /// The zone after a time of day: the run of adjacent tokens (`Asia/Shanghai`, `+08:00`).
+    fn zone(&mut self) -> Option<(String, Span)> {
+        let first = self.peek().clone();
+        let starts = match &first.tok {
+            Tok::Ident(s) => !is_keyword(s),
+            Tok::Plus | Tok::Minus => true,
+            _ => false,
+        };
+        if !starts {
+            return None;
+        }
+        let mut span = self.bump().span;
+        loop {
+            let t = self.peek();
+            if t.span.start != span.end || matches!(t.tok, Tok::Comma | Tok::RParen | Tok::Eof) {
+                break;
+            }
+            span = span.to(self.bump().span);
+        }
+        Some((self.src[span.start..span.end].to_string(), span))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Print an expression fully parenthesized.
+    fn show(e: &Expr) -> String {
+        match &e.kind {
+            ExprKind::Num { value, unit } => match unit {
+                Some((u, _)) => format!("{value} {u}"),
+                None => format!("{value}"),
+            },
+            ExprKind::Duration(ms) => format!("{ms}ms"),
+            ExprKind::Time { hour, minute, zone } => {
+                format!(
+                    "{hour:02}:{minute:02} {}",
+                    zone.as_ref().map_or("", |z| &z.0)
+                )
+            }
+            ExprKind::Bool(b) => b.to_string(),
+            ExprKind::Name(n) => n.clone(),
+            ExprKind::Column { table, column } => format!("{}.{}", table.name, column.name),
+            ExprKind::Call { func, args } => format!(
+                "{}({})",
+                func.name,
+                args.iter().map(show).collect::<Vec<_>>().join(", ")
+            ),
+            ExprKind::Unary(UnOp::Neg, e) => format!("(-{})", show(e)),
+            ExprKind::Unary(UnOp::Not, e) => format!("(not {})", show(e)),
+            ExprKind::Binary(op, _, l, r) => format!("({} {} {})", show(l), op.text(), show(r)),
+            ExprKind::Paren(e) => show(e),
+            ExprKind::Error => "<error>".into(),
+        }
+    }
+
+    fn expr(s: &str) -> String {
+        let e = parse_fragment(s, 0, s.len()).expect("parses");
+        show(&e)
+    }
+
+    #[test]
+    fn precedence() {
+        assert_eq!(
+            expr("a or b and not c >= 1 + 2 * 3"),
+            "(a or (b and (not (c >= (1 + (2 * 3))))))"
+        );
+        assert_eq!(expr("x >= g.c ?? 100 mm"), "(x >= (g.c ?? 100 mm))");
+        assert_eq!(
+            expr("today >= 80 - 0.5 * ear"),
+            "(today >= (80 - (0.5 * ear)))"
+        );
+        assert_eq!(expr("-a * b"), "((-a) * b)");
+        assert_eq!(expr("a - b - c"), "((a - b) - c)");
+        assert_eq!(expr("(a or b) and c"), "((a or b) and c)");
+        assert_eq!(expr("x >= 0.5 m/h"), "(x >= 0.5 m/h)");
+        assert_eq!(
+            expr("since(rain, 08:00 Asia/Shanghai)"),
+            "since(rain, 08:00 Asia/Shanghai)"
+        );
+        assert_eq!(
+            expr("since(rain, 08:00 +08:00)"),
+            "since(rain, 08:00 +08:00)"
+        );
+        assert_eq!(expr("sum(rain, 3h)"), "sum(rain, 10800000ms)");
+    }
+
+    #[test]
+    fn chained_comparison_is_an_error() {
+        let e = parse_fragment("1 < x < 3", 0, 9).unwrap_err();
+        assert_eq!(e[0].code, "E101");
+        assert_eq!(e[0].message, "comparisons cannot be chained");
+    }
+
+    #[test]
+    fn spans() {
+        let s = "sum(rain, 3h) >= 50 mm";
+        let e = parse_fragment(s, 0, s.len()).unwrap();
+        assert_eq!(e.span, Span::new(0, s.len()));
+        let ExprKind::Binary(_, op, l, r) = e.kind else {
+            panic!()
+        };
+        assert_eq!(&s[op.start..op.end], ">=");
+        assert_eq!(&s[l.span.start..l.span.end], "sum(rain, 3h)");
+        assert_eq!(&s[r.span.start..r.span.end], "50 mm");
+    }
+
+    #[test]
+    fn recovers_and_reports_several_errors() {
+        let src = "feed rain: depth mm, late\n\
+                   rule a on rain:\n  red when >= 5\n  orange when x >= 1\n  yellow wen x\n\
+                   rule b on rain:\n  red when x >= 1\n";
+        let (file, diags) = parse(src);
+        let codes: Vec<_> = diags.iter().map(|d| d.code).collect();
+        assert_eq!(codes, vec!["E101", "E101", "E101"], "{diags:#?}");
+        assert_eq!(file.items.len(), 3);
+        let Item::Rule(a) = &file.items[1] else {
+            panic!()
+        };
+        // red (with an error body) and orange survive
+        assert_eq!(a.clauses.len(), 2);
+    }
+
+    #[test]
+    fn example_file_parses() {
+        let src = include_str!("../../docs/language.md");
+        let start = src.find("```\n# Harris").unwrap() + 4;
+        let end = start + src[start..].find("```").unwrap();
+        let (file, diags) = parse(&src[start..end]);
+        assert!(diags.is_empty(), "{diags:#?}");
+        assert_eq!(file.items.len(), 5);
+    }
+}
