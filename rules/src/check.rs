@@ -101,8 +101,8 @@ fn nu_text(n: Nu) -> String {
     match n {
         Nu::Known(u) => units::describe(u),
         Nu::Bare => "a plain number".to_string(),
-        Nu::Amb(UnitKind::CmPerHour) => "cm/h".to_string(),
-        Nu::Amb(_) => "cm".to_string(),
+        Nu::Amb(UnitKind::CmPerHour) => "a number in cm/h".to_string(),
+        Nu::Amb(_) => "a number in cm".to_string(),
     }
 }
 
@@ -185,6 +185,8 @@ pub(crate) struct Checker<'a> {
     feeds: Vec<ir::FeedDef>,
     feed_spans: Vec<Span>,
     feed_used: Vec<bool>,
+    /// Feeds whose declaration failed: their uses stay silent.
+    feed_bad: Vec<bool>,
     tables: Vec<TableEntry>,
     levelsets: HashMap<String, (Vec<Ident>, Span)>,
     levelset_names: Vec<String>,
@@ -206,6 +208,7 @@ impl<'a> Checker<'a> {
             feeds: Vec::new(),
             feed_spans: Vec::new(),
             feed_used: Vec::new(),
+            feed_bad: Vec::new(),
             tables: Vec::new(),
             levelsets: HashMap::new(),
             levelset_names: Vec::new(),
@@ -309,6 +312,7 @@ impl<'a> Checker<'a> {
                 None
             }
         };
+        let mut bad = quantity.is_none();
         let (unit, scale_, declared) = match quantity {
             Some(q) => match units::feed_unit(q, f.unit.as_ref().map(|u| u.0.as_str())) {
                 Ok((u, s)) => (
@@ -332,6 +336,7 @@ impl<'a> Checker<'a> {
                         .label(format!("not a unit of {}", f.quantity.name))
                     };
                     self.err(d.help(allowed));
+                    bad = true;
                     (Unit::None, 1.0, text)
                 }
             },
@@ -447,6 +452,7 @@ impl<'a> Checker<'a> {
         self.feeds.push(def);
         self.feed_spans.push(f.name.span);
         self.feed_used.push(false);
+        self.feed_bad.push(bad);
     }
 
     fn range_bound(&mut self, e: &ast::Expr, def: &ir::FeedDef) -> Option<f64> {
@@ -741,14 +747,14 @@ impl<'a> Checker<'a> {
             }
         }
         let mut cx = RuleCx::default();
-        let level_clauses: Vec<&Ident> = r
-            .clauses
-            .iter()
-            .filter_map(|c| match c {
-                Clause::Level { name, .. } => Some(name),
-                _ => None,
-            })
-            .collect();
+        let mut level_clauses: Vec<&Ident> = Vec::new();
+        for c in &r.clauses {
+            if let Clause::Level { name, .. } = c {
+                if !level_clauses.iter().any(|l| l.name == name.name) {
+                    level_clauses.push(name);
+                }
+            }
+        }
         for c in &r.clauses {
             if let Clause::Let { name, .. } = c {
                 cx.all_lets.push(name.name.clone());
@@ -814,7 +820,7 @@ impl<'a> Checker<'a> {
                 }
             },
         };
-        if level_clauses.is_empty() && !r.name.name.is_empty() {
+        if level_clauses.is_empty() && !r.name.name.is_empty() && !self.syntax_errors {
             self.err(
                 Diagnostic::error(
                     "E402",
@@ -985,7 +991,7 @@ impl<'a> Checker<'a> {
                         }
                         ordered.push(info);
                     }
-                    None if *inline => self.err(
+                    None if *inline && !self.syntax_errors => self.err(
                         Diagnostic::error(
                             "E403",
                             format!("level `{}` has no `when` clause", o.name),
@@ -1234,7 +1240,7 @@ impl<'a> Checker<'a> {
                         format!("{what} needs a condition, found a number"),
                         e.span,
                     )
-                    .label(format!("this is a number ({})", nu_text(n)))
+                    .label(format!("this is {}, not a condition", nu_text(n)))
                     .help("compare it with a threshold, e.g. `sum(rain, 1h) >= 30 mm`"),
                 );
                 None
@@ -1254,7 +1260,7 @@ impl<'a> Checker<'a> {
                         format!("{what} needs a number, found a condition"),
                         e.span,
                     )
-                    .label("this is a condition (true or false)"),
+                    .label("this is a condition (true or false), not a number"),
                 );
                 None
             }
@@ -2005,6 +2011,9 @@ impl<'a> Checker<'a> {
             }
         }
         let Some(feed) = feed else { return ERR };
+        if self.feed_bad[feed] {
+            return ERR;
+        }
         let fd = self.feeds[feed].clone();
         let Some(unit) = self.window_unit(&func_ir, &fd, &args[0], func) else {
             return ERR;
@@ -2093,7 +2102,10 @@ impl<'a> Checker<'a> {
                     self.err(
                         Diagnostic::error(
                             "E305",
-                            format!("`rate` needs a level feed in metres, but `{name}` is a {} feed ({})", quantity_name(q), units::describe(fd.unit)),
+                            format!(
+                                "`rate` needs a level feed in metres, but `{name}` is a {} feed",
+                                quantity_name(q)
+                            ),
                             feed_arg.span,
                         )
                         .label("not a level in metres")

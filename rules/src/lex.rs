@@ -56,6 +56,8 @@ pub enum Tok {
     Slash,
     /// `??`
     QQ,
+    /// Text that failed to lex (already reported): stands for a value.
+    Error,
     /// End of input.
     Eof,
 }
@@ -70,6 +72,7 @@ impl Tok {
             Tok::Time(..) => "a time of day".into(),
             Tok::Str(_) => "a string".into(),
             Tok::Eof => "the end of the file".into(),
+            Tok::Error => "malformed text".into(),
             other => format!("`{}`", other.punct()),
         }
     }
@@ -199,7 +202,7 @@ pub fn lex_range(src: &str, start: usize, end: usize) -> (Vec<Token>, Vec<Diagno
                             .label("expected HH:MM with HH 00..23 and MM 00..59")
                             .help("write a time of day like `08:00`"),
                         );
-                        push(&mut toks, Tok::Time(0, 0), s, i);
+                        push(&mut toks, Tok::Error, s, i);
                     } else {
                         push(&mut toks, Tok::Time(h, m), s, i);
                     }
@@ -240,7 +243,22 @@ pub fn lex_range(src: &str, start: usize, end: usize) -> (Vec<Token>, Vec<Diagno
                         .is_empty()
                         && duration_unit(suffix.trim_end_matches(|c: char| c.is_ascii_digit()))
                             .is_some();
-                    let help = if src[s..num_end].contains('.') && duration_unit(suffix).is_some() {
+                    let word_unit = ["hour", "hr", "min", "sec", "day", "week"]
+                        .iter()
+                        .find(|w| suffix.to_ascii_lowercase().starts_with(*w))
+                        .map(|w| match *w {
+                            "hour" | "hr" => "h",
+                            "min" => "m",
+                            "sec" => "s",
+                            "day" => "d",
+                            _ => "w",
+                        });
+                    let help = if let Some(u) = word_unit {
+                        format!(
+                            "durations use short units (ms, s, m, h, d, w): write `{}{u}`",
+                            &src[s..num_end]
+                        )
+                    } else if src[s..num_end].contains('.') && duration_unit(suffix).is_some() {
                         "durations are whole numbers: write `1h30m` rather than `1.5h`".to_string()
                     } else if looks_duration {
                         "a compound duration alternates numbers and units, like `1h30m`".to_string()
@@ -256,7 +274,7 @@ pub fn lex_range(src: &str, start: usize, end: usize) -> (Vec<Token>, Vec<Diagno
                         .label("not a number, a number with a unit, or a duration")
                         .help(help),
                     );
-                    push(&mut toks, Tok::Number(0.0), s, j);
+                    push(&mut toks, Tok::Error, s, j);
                     i = j;
                     continue;
                 }
@@ -275,7 +293,7 @@ pub fn lex_range(src: &str, start: usize, end: usize) -> (Vec<Token>, Vec<Diagno
                             .label("a decimal point needs digits after it")
                             .help("write `5` or `5.0`"),
                         );
-                        push(&mut toks, Tok::Number(0.0), s, j);
+                        push(&mut toks, Tok::Error, s, j);
                         i = j;
                         continue;
                     }
@@ -349,12 +367,35 @@ pub fn lex_range(src: &str, start: usize, end: usize) -> (Vec<Token>, Vec<Diagno
                 };
                 match tok {
                     Some(t) => push(&mut toks, t, s, s + len),
+                    None if matches!(c, b'&' | b'|' | b'!') => {
+                        // C-style logic: report once, and read it as the keyword meant
+                        let doubled = i + 1 < end && b[i + 1] == c && c != b'!';
+                        let e = s + if doubled { 2 } else { 1 };
+                        let word = match c {
+                            b'&' => "and",
+                            b'|' => "or",
+                            _ => "not",
+                        };
+                        diags.push(
+                            Diagnostic::error(
+                                "E001",
+                                format!("unexpected `{}`", &src[s..e]),
+                                Span::new(s, e),
+                            )
+                            .label("not part of the language")
+                            .help(if c == b'!' {
+                                "write `not` for negation, `!=` for inequality".to_string()
+                            } else {
+                                format!("write `{word}`")
+                            }),
+                        );
+                        push(&mut toks, Tok::Ident(word.to_string()), s, e);
+                        i = e;
+                        continue;
+                    }
                     None => {
                         let ch = src[i..].chars().next().unwrap_or('?');
                         let help = match ch {
-                            '!' => Some("write `not` for negation, `!=` for inequality"),
-                            '&' => Some("write `and`"),
-                            '|' => Some("write `or`"),
                             '?' => Some("`??` gives a default for a missing table value"),
                             '\'' => Some("strings use double quotes"),
                             _ => None,
@@ -465,6 +506,10 @@ mod tests {
 
     #[test]
     fn errors() {
+        let (t, d) = lex("a && b");
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].span, Span::new(2, 4));
+        assert_eq!(t[1].tok, Tok::Ident("and".into()));
         let (_, d) = lex("a @ \"open");
         assert_eq!(d.len(), 2);
         assert_eq!(d[0].code, "E001");

@@ -343,7 +343,7 @@ impl<'a> Parser<'a> {
             }
             "duplicates" => FeedOptValue::Word(self.ident("`replace`, `ignore` or `add`")?),
             "strict" => FeedOptValue::Flag,
-            _ => FeedOptValue::Duration(self.unary()?),
+            _ => FeedOptValue::Duration(self.duration_arg()?),
         };
         Ok(FeedOpt {
             name: name.clone(),
@@ -499,7 +499,7 @@ impl<'a> Parser<'a> {
             }
             "for" => {
                 self.bump();
-                Ok(Clause::For(self.unary()?))
+                Ok(Clause::For(self.duration_arg()?))
             }
             "message" => {
                 self.bump();
@@ -516,7 +516,7 @@ impl<'a> Parser<'a> {
                 self.bump();
                 if self.at_kw("after") {
                     self.bump();
-                    Ok(Clause::ClearAfter(self.unary()?))
+                    Ok(Clause::ClearAfter(self.duration_arg()?))
                 } else {
                     self.bump();
                     let cond = self.expr_or_sync();
@@ -571,10 +571,24 @@ impl<'a> Parser<'a> {
     fn hold(&mut self) -> PResult<Option<Expr>> {
         if self.at_kw("for") {
             self.bump();
-            Ok(Some(self.unary()?))
+            Ok(Some(self.duration_arg()?))
         } else {
             Ok(None)
         }
+    }
+
+    /// A duration value (parsed as an operand so that `5 m` can be diagnosed later).
+    fn duration_arg(&mut self) -> PResult<Expr> {
+        let starts = match &self.peek().tok {
+            Tok::Ident(s) => !is_keyword(s) && !self.at_clause_start(),
+            Tok::Number(_) | Tok::Duration(_) | Tok::Minus | Tok::LParen | Tok::Error => true,
+            _ => false,
+        };
+        if !starts {
+            self.error_expected("a duration such as `30m`");
+            return Err(());
+        }
+        self.unary()
     }
 
     // ---- expressions ----
@@ -757,6 +771,15 @@ impl<'a> Parser<'a> {
                     kind: ExprKind::Paren(Box::new(e)),
                     span: t.span.to(close.span),
                 });
+            }
+            Tok::Error => {
+                self.bump();
+                ExprKind::Error
+            }
+            Tok::Ident(_) if self.at_clause_start() => {
+                // `LEVEL when` on the next line: the expression is missing
+                self.error_expected("an expression");
+                return Err(());
             }
             Tok::Ident(ref s) if s == "true" || s == "false" => {
                 self.bump();

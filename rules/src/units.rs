@@ -97,12 +97,12 @@ pub fn feed_unit(quantity: Quantity, unit: Option<&str>) -> Result<(Unit, f64), 
 /// Describe a unit in messages (`mm`, `no unit`).
 pub fn describe(u: Unit) -> String {
     match u {
-        Unit::None => "no unit".to_string(),
-        Unit::Mm => "mm (a depth)".to_string(),
-        Unit::M => "m (a level)".to_string(),
-        Unit::MmPerHour => "mm/h (an intensity)".to_string(),
-        Unit::MPerHour => "m/h (a rate of rise)".to_string(),
-        Unit::Other(s) => s.to_string(),
+        Unit::None => "a unitless number".to_string(),
+        Unit::Mm => "a depth in mm".to_string(),
+        Unit::M => "a level in m".to_string(),
+        Unit::MmPerHour => "an intensity in mm/h".to_string(),
+        Unit::MPerHour => "a rate of rise in m/h".to_string(),
+        Unit::Other(s) => format!("a number in {s}"),
     }
 }
 
