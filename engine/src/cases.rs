@@ -301,14 +301,7 @@ pub fn run_case(dir: &Path) -> Result<CaseReport, CaseError> {
             path: exp_path.clone(),
             message: format!("line {}: {m}", n + 1),
         })?;
-        let checks = parts[5..]
-            .iter()
-            .flat_map(|p| p.split_whitespace())
-            .filter_map(|kv| {
-                kv.split_once('=')
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-            })
-            .collect();
+        let checks = parts[5..].iter().flat_map(|p| parse_checks(p)).collect();
         let key = (
             parts[0].into(),
             parts[1].into(),
@@ -427,6 +420,30 @@ pub fn run_case(dir: &Path) -> Result<CaseReport, CaseError> {
     })
 }
 
+/// `sum(rain, 1h)=30 late=true` → pairs; labels may contain spaces, values may not.
+fn parse_checks(field: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut key = String::new();
+    for tok in field.split_whitespace() {
+        match tok.split_once('=') {
+            Some((k, v)) => {
+                if !key.is_empty() {
+                    key.push(' ');
+                }
+                key.push_str(k);
+                out.push((std::mem::take(&mut key), v.to_string()));
+            }
+            None => {
+                if !key.is_empty() {
+                    key.push(' ');
+                }
+                key.push_str(tok);
+            }
+        }
+    }
+    out
+}
+
 fn check_value(w: &Warning, k: &str, v: &str) -> Result<(), String> {
     match k {
         "late" => (w.late.to_string() == v)
@@ -490,6 +507,17 @@ fn counter(c: &Counters, name: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::glob;
+
+    #[test]
+    fn checks_with_spaces_in_labels() {
+        assert_eq!(
+            super::parse_checks("sum(rain, 1h)=30 late=true"),
+            vec![
+                ("sum(rain, 1h)".to_string(), "30".to_string()),
+                ("late".to_string(), "true".to_string())
+            ]
+        );
+    }
 
     #[test]
     fn globs() {

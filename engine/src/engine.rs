@@ -1157,6 +1157,13 @@ impl Engine {
             let c = self.eval_bool(e, &l.when, t);
             conds.push(c);
         }
+        // held values of a stale feed do not start (or keep) a `for` run
+        let fresh = rule.feeds.iter().all(|&f| {
+            !matches!(
+                self.entities[e as usize].feeds[f].status,
+                DataStatus::Stale | DataStatus::Offline
+            )
+        });
         let rs = &mut self.entities[e as usize].rules[r];
         // candidate: highest level whose condition has held for its `for`
         let mut candidate: Option<usize> = None;
@@ -1165,7 +1172,7 @@ impl Engine {
                 (_, None) => false,
                 (None, Some(c)) => c,
                 (Some(h), Some(c)) => {
-                    if !c {
+                    if !c || !fresh {
                         rs.hold_since[i] = None;
                         false
                     } else {
@@ -1226,12 +1233,16 @@ impl Engine {
                         break;
                     }
                 }
-                let landing = match (landing, candidate) {
-                    (Some(a), Some(b)) => Some(a.max(b)),
-                    (a, b) => a.or(b),
-                };
+                // With `clear when`, only that condition ends the episode (and only once no
+                // level's entry holds); the rule rests at its lowest level meanwhile.
                 next = match landing {
-                    None if rule.clear_when.is_some() && !cw => Some(0),
+                    None if rule.clear_when.is_some() => {
+                        if cw && candidate.is_none() {
+                            None
+                        } else {
+                            Some(candidate.unwrap_or(0))
+                        }
+                    }
                     l => l,
                 };
             }

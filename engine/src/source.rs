@@ -484,8 +484,8 @@ fn replay_lines(
                     bad(
                         src,
                         line_no,
-                        RejectReason::UnknownFeed,
-                        format!("no feed for entity {entity:?}"),
+                        RejectReason::UnknownEntity,
+                        format!("no feed is configured for entity {entity:?}"),
                         &raw,
                     )
                 })

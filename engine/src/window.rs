@@ -368,6 +368,15 @@ impl SampleBuffer {
         t: Millis,
         timing: FeedTiming,
     ) -> Option<Millis> {
+        if let WindowFunc::DecaySum { days, .. } = func {
+            let horizon = t - (*days as Millis + 1) * DAY;
+            let (first, hi) = (self.after(horizon), self.after(t));
+            return self
+                .samples
+                .range(first..hi)
+                .map(|s| s.ts + ((t - s.ts) / DAY + 1) * DAY)
+                .min();
+        }
         let w = width?;
         let (lo, hi) = self.window(t, w);
         match func {
@@ -403,14 +412,6 @@ impl SampleBuffer {
                 } else {
                     s + w
                 })
-            }
-            WindowFunc::DecaySum { days, .. } => {
-                let horizon = t - (*days as Millis + 1) * DAY;
-                let first = self.after(horizon);
-                self.samples
-                    .range(first..hi)
-                    .map(|s| s.ts + ((t - s.ts) / DAY + 1) * DAY)
-                    .min()
             }
             WindowFunc::Since { .. } => None, // the caller schedules the day boundary
             _ => (hi > lo).then(|| self.samples[lo].ts + w),
