@@ -1208,6 +1208,10 @@ impl<'a> Checker<'a> {
                 )
                 .label(format!("`{}` is read here without a `??` default", b.name))
                 .note(format!("missing from \"{}\": {list}", b.path))
+                .note(format!(
+                    "`{}` is not evaluated for an entity without a row in `{}`",
+                    r.name.name, b.name
+                ))
                 .help(format!(
                     "add the rows to \"{}\", or give a default: `{} ?? <value>`",
                     b.path,

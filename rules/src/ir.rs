@@ -402,7 +402,9 @@ pub enum TemplatePart {
         expr: Expr,
         /// Decimal places (`{x:.1}`).
         precision: Option<u8>,
-        /// Unit appended when `{x:u}`... kept for display.
+        /// Unit of the value, for display only: the compiler never expects the engine to
+        /// append it (templates spell their units out, the default message carries them as
+        /// literals).
         unit: Unit,
     },
     /// A text (or number) table cell for the entity.
@@ -430,7 +432,9 @@ pub struct RuleDef {
     /// Message template (a default one when the rule has none).
     pub message: Vec<TemplatePart>,
     /// Named values reported in every warning record: `let` bindings and window
-    /// aggregations, labelled (e.g. `s3`, `sum(rain, 3h)`).
+    /// aggregations, labelled (e.g. `s3`, `sum(rain, 3h)`). Numeric only: condition `let`s
+    /// and `missing(...)` windows are not listed. Lets first (declaration order), then the
+    /// windows in order of first use.
     pub values: Vec<(String, Expr)>,
     /// Thresholds reported in every warning record: table references, labelled
     /// (e.g. `gauge.evac_1h`).

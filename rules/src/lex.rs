@@ -341,14 +341,14 @@ pub fn lex_range(src: &str, start: usize, end: usize) -> (Vec<Token>, Vec<Diagno
                 push(&mut toks, Tok::Str(out), s, i);
             }
             _ => {
-                let two = if i + 1 < end { &src[i..i + 2] } else { "" };
+                let two: &[u8] = if i + 1 < end { &b[i..i + 2] } else { b"" };
                 let (tok, len) = match two {
-                    ".." => (Some(Tok::DotDot), 2),
-                    "==" => (Some(Tok::EqEq), 2),
-                    "!=" => (Some(Tok::Ne), 2),
-                    "<=" => (Some(Tok::Le), 2),
-                    ">=" => (Some(Tok::Ge), 2),
-                    "??" => (Some(Tok::QQ), 2),
+                    b".." => (Some(Tok::DotDot), 2),
+                    b"==" => (Some(Tok::EqEq), 2),
+                    b"!=" => (Some(Tok::Ne), 2),
+                    b"<=" => (Some(Tok::Le), 2),
+                    b">=" => (Some(Tok::Ge), 2),
+                    b"??" => (Some(Tok::QQ), 2),
                     _ => match c {
                         b':' => (Some(Tok::Colon), 1),
                         b',' => (Some(Tok::Comma), 1),

@@ -129,3 +129,199 @@ fn sum_of_rate_is_refused() {
     assert_eq!(d[0].code, "E305");
     assert!(d[0].help.as_deref().unwrap().contains("integrate"));
 }
+
+fn ok(src: &str) -> forewarn_rules::Compiled {
+    let loader = MemLoader::new().with("gauges.csv", GAUGES);
+    compile(src, "t.rules", &loader).unwrap_or_else(|d| panic!("{}", d.render(false)))
+}
+
+fn codes(src: &str) -> Vec<&'static str> {
+    let loader = MemLoader::new().with("gauges.csv", GAUGES);
+    match compile(src, "t.rules", &loader) {
+        Ok(c) => c.warnings.iter().map(|d| d.code).collect(),
+        Err(d) => d.iter().map(|d| d.code).collect(),
+    }
+}
+
+fn when(c: &forewarn_rules::Compiled, rule: usize, level: usize) -> Expr {
+    c.plan.rules[rule].levels[level].when.clone()
+}
+
+fn ge(l: Expr, r: Expr) -> Expr {
+    Expr::Binary(BinOp::Ge, Box::new(l), Box::new(r))
+}
+
+#[test]
+fn literal_units_convert() {
+    let c = ok("feed rain: depth mm\nfeed stage: level m\n\
+                rule a on rain, stage levels x < y < z:\n\
+                x when sum(rain, 1h) >= 2 in\n\
+                y when last(stage) >= 3 ft\n\
+                z when sum(rain, 1h) >= 3 cm and last(stage) >= 50 cm\n");
+    assert_eq!(when(&c, 0, 0), ge(Expr::Window(0), Expr::Num(50.8)));
+    assert_eq!(when(&c, 0, 1), ge(Expr::Window(1), Expr::Num(3.0 * 0.3048)));
+    let Expr::Binary(BinOp::And, l, r) = when(&c, 0, 2) else {
+        panic!()
+    };
+    assert_eq!(*l, ge(Expr::Window(0), Expr::Num(30.0)));
+    assert_eq!(*r, ge(Expr::Window(1), Expr::Num(0.5)));
+    // feed declared in inches: values are scaled at ingest, thresholds stay in mm
+    let c = ok("feed rain: depth in, range 0 .. 2\nrule a on rain:\n w when sum(rain, 1h) >= 50\n");
+    assert_eq!(c.plan.feeds[0].range, Some((0.0, 50.8)));
+    assert_eq!(when(&c, 0, 0), ge(Expr::Window(0), Expr::Num(50.0)));
+}
+
+#[test]
+fn window_result_units() {
+    let c = ok(
+        "feed stage: level ft\nfeed ri: rate in/h, interval 5m\nfeed tips: count\n\
+                rule a on stage, ri, tips levels v < w < x < y:\n\
+                v when rate(stage, 1h) >= 0.5 m/h\n\
+                w when integrate(ri, 1h) >= 30 mm\n\
+                x when count(tips, 1h) >= 3 and sum(tips, 1h) >= 10\n\
+                y when missing(stage, 30m)\n",
+    );
+    let w = &c.plan.windows;
+    assert_eq!(
+        (w[0].func.clone(), w[0].unit),
+        (WindowFunc::Rate, Unit::MPerHour)
+    );
+    assert_eq!(
+        (w[1].func.clone(), w[1].unit),
+        (WindowFunc::Integrate, Unit::Mm)
+    );
+    assert_eq!(
+        (w[2].func.clone(), w[2].unit),
+        (WindowFunc::Count, Unit::None)
+    );
+    assert_eq!(
+        (w[3].func.clone(), w[3].unit),
+        (WindowFunc::Sum, Unit::None)
+    );
+    assert_eq!(w[4].func, WindowFunc::Missing);
+    assert_eq!(c.plan.feeds[0].scale, 0.3048);
+    assert_eq!(c.plan.feeds[1].scale, 25.4);
+    // missing is a condition, not a value
+    assert!(c.plan.rules[0]
+        .values
+        .iter()
+        .all(|(l, _)| !l.starts_with("missing")));
+    assert_eq!(
+        codes("feed stage: level m\nrule a on stage:\n w when rate(stage, 1h) >= 0.5 m\n"),
+        vec!["E304"]
+    );
+    assert_eq!(
+        codes("feed ri: rate mm/h\nrule a on ri:\n w when integrate(ri, 1h) >= 30 mm\n"),
+        vec!["E308"]
+    );
+    assert_eq!(
+        codes("feed tips: count\nrule a on tips:\n w when count(tips, 1h) >= 3 mm\n"),
+        vec!["E304"]
+    );
+    assert_eq!(
+        codes("feed r: depth mm\nrule a on r:\n w when missing(r, 1h) >= 3\n"),
+        vec!["E303"]
+    );
+}
+
+#[test]
+fn holds_lets_groups_and_tables() {
+    let c = ok("feed rain: depth mm\ntable gauge: \"gauges.csv\", key site, group area\n\
+                rule a on rain levels low < high:\n\
+                let s1 = sum(rain, 1h)\n\
+                let dry = s1 < 1 mm\n\
+                high when s1 >= gauge.evac_1h for 5m\n\
+                low when s1 > 0.5 * group_median(max(rain, 2h), gauge.area) and s1 >= gauge.prep_1h ?? 10\n\
+                for 15m\n");
+    let r = &c.plan.rules[0];
+    assert_eq!(r.levels[0].name, "low");
+    assert_eq!(r.levels[0].hold, Some(15 * 60_000));
+    assert_eq!(r.levels[1].hold, Some(5 * 60_000));
+    // numeric lets and windows are values; the condition let is not
+    let labels: Vec<&str> = r.values.iter().map(|v| v.0.as_str()).collect();
+    assert_eq!(labels, vec!["s1", "sum(rain, 1h)", "max(rain, 2h)"]);
+    // the group function's window is read by the rule
+    assert_eq!(r.windows, vec![0, 1]);
+    assert_eq!(r.required_tables, vec![0]);
+    let th: Vec<&str> = r.thresholds.iter().map(|t| t.0.as_str()).collect();
+    assert_eq!(th, vec!["gauge.evac_1h", "gauge.prep_1h"]);
+    // a rule whose only table reads have defaults needs no table
+    let c = ok(
+        "feed rain: depth mm\ntable gauge: \"gauges.csv\", key site\n\
+                rule a on rain:\n w when sum(rain, 1h) >= gauge.prep_24h ?? 100 mm\n",
+    );
+    assert!(c.plan.rules[0].required_tables.is_empty());
+    // table typing
+    let t = &c.plan.tables[0];
+    assert_eq!(
+        t.cell("g2", t.column("prep_24h").unwrap()),
+        Some(&forewarn_rules::ir::Cell::Num(120.0))
+    );
+    assert_eq!(t.cell("g1", t.column("prep_24h").unwrap()), None);
+    assert_eq!(
+        t.cell("g1", t.column("name").unwrap()),
+        Some(&forewarn_rules::ir::Cell::Text("Alpha".into()))
+    );
+}
+
+#[test]
+fn hash_covers_tables() {
+    let src = "feed rain: depth mm\ntable gauge: \"gauges.csv\", key site\nrule a on rain:\n w when sum(rain, 1h) >= gauge.evac_1h\n";
+    let a = compile(src, "t", &MemLoader::new().with("gauges.csv", GAUGES)).unwrap();
+    let b = compile(
+        src,
+        "t",
+        &MemLoader::new().with("gauges.csv", &GAUGES.replace("60", "61")),
+    )
+    .unwrap();
+    assert_ne!(a.plan.ruleset_hash, b.plan.ruleset_hash);
+    let a2 = compile(src, "t", &MemLoader::new().with("gauges.csv", GAUGES)).unwrap();
+    assert_eq!(a.plan.ruleset_hash, a2.plan.ruleset_hash);
+}
+
+#[test]
+fn json_diagnostics() {
+    let src = "feed rain: depth mm\nrule a on rain:\n  w when sum(rian, 1h) >= 1\n";
+    let err = compile(src, "t.rules", &MemLoader::new()).unwrap_err();
+    let j = err.to_json();
+    assert_eq!(j[0]["code"], "E201");
+    assert_eq!(j[0]["severity"], "error");
+    assert_eq!(j[0]["file"], "t.rules");
+    assert_eq!(j[0]["line"], 3);
+    assert_eq!(j[0]["column"], 14);
+    assert_eq!(j[0]["end_line"], 3);
+    assert_eq!(j[0]["end_column"], 18);
+    assert_eq!(j[0]["help"], "did you mean `rain`?");
+    assert_eq!(j[0]["label"], "no feed has this name");
+}
+
+#[test]
+fn explain_text_is_stable() {
+    let c = ok("feed rain: depth mm, stale 30m\n\
+                rule a on rain levels low < high:\n\
+                let s3 = sum(rain, 3h)\n\
+                high when s3 >= 100 mm\n\
+                low when s3 >= 50 mm or sum(rain, 1h) >= 30 mm exit when s3 < 40\n\
+                clear after 1h\n\
+                message \"{entity}: {s3:.0} mm\"\n");
+    let text = c.plan.to_string();
+    let body: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(
+        body,
+        vec![
+            "feed 0 rain: depth mm, late 15m, stale 30m",
+            "window w0 sum(rain, 3h) on feed 0 (rain) -> mm",
+            "window w1 sum(rain, 1h) on feed 0 (rain) -> mm",
+            "rule 0 a on rain (line 2)",
+            "  level 0 low when w0:sum(rain, 3h) >= 50 or w1:sum(rain, 1h) >= 30 exit when w0:sum(rain, 3h) < 40",
+            "  level 1 high when w0:sum(rain, 3h) >= 100",
+            "  clear after 1h",
+            "  value s3 = w0:sum(rain, 3h)",
+            "  value sum(rain, 3h) = w0:sum(rain, 3h)",
+            "  value sum(rain, 1h) = w1:sum(rain, 1h)",
+            "  windows w0 w1",
+            "  message \"{entity}: {w0:sum(rain, 3h):.0} mm\"",
+        ]
+    );
+    assert!(text.starts_with("plan "));
+}
