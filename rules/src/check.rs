@@ -2309,7 +2309,18 @@ impl<'a> Checker<'a> {
                 );
                 i += 1;
             } else if c == b'{' {
-                let Some(close) = src[i + 1..end].find('}').map(|p| p + i + 1) else {
+                let next = src[i + 1..end].find(['{', '}']).map(|p| p + i + 1);
+                if let Some(n) = next.filter(|n| b[*n] == b'{') {
+                    self.err(
+                        Diagnostic::error("E101", "unclosed `{` in message", Span::new(i, i + 1))
+                            .label("this `{` is not closed before the next `{`")
+                            .help("close the hole with `}`, or write `{{` for a literal brace"),
+                    );
+                    lit.push_str(&src[i..n]);
+                    i = n;
+                    continue;
+                }
+                let Some(close) = next else {
                     self.err(
                         Diagnostic::error("E101", "unclosed `{` in message", Span::new(i, i + 1))
                             .label("this `{` is never closed")
@@ -2355,6 +2366,21 @@ impl<'a> Checker<'a> {
                     }
                 }
                 expr_end = start + p;
+            } else {
+                let fmt = Span::new(start + p, end);
+                self.err(
+                    Diagnostic::error(
+                        "E101",
+                        format!("invalid format `{}` in a message hole", &text[p..]),
+                        fmt,
+                    )
+                    .label("a hole takes only a number of decimals, like `:.1`")
+                    .help(format!(
+                        "write the unit after the hole: `{{{}:.1}} mm`",
+                        text[..p].trim()
+                    )),
+                );
+                return None;
             }
         }
         match text[..expr_end - start].trim() {
