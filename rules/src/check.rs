@@ -857,12 +857,9 @@ impl<'a> Checker<'a> {
             let (e, ty) = self.expr(expr, &mut cx);
             let v = match ty {
                 Ty::Error => LetVal::Poisoned,
-                Ty::Num(Nu::Amb(_)) => {
-                    self.ambiguous(expr.span);
-                    LetVal::Poisoned
-                }
                 ty => {
-                    if let Ty::Num(n) = ty {
+                    // a `cm` constant is resolved where the let is used; it is not a value
+                    if let Ty::Num(n @ (Nu::Known(_) | Nu::Bare)) = ty {
                         values.push((name.name.clone(), e.clone()));
                         value_units.push(match n {
                             Nu::Known(u) => u,
@@ -2510,6 +2507,30 @@ fn default_message(values: &[(String, Expr)], value_units: &[Unit]) -> Vec<ir::T
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct NoTables;
+    impl crate::TableLoader for NoTables {
+        fn load(&self, path: &str) -> Result<TableData, String> {
+            Err(path.to_string())
+        }
+    }
+
+    #[test]
+    fn windows_are_shared_across_rules() {
+        let mut src = String::from("feed rain: depth mm\nfeed stage: level m\n");
+        for i in 0..5 {
+            src.push_str(&format!(
+                "rule r{i} on rain, stage:\n  w when sum(rain, 3h) >= {i} and last(stage) > 1 m\n"
+            ));
+        }
+        // the same window spelled differently is the same node
+        src.push_str("rule r5 on rain:\n  w when sum(rain, 180m) >= 9\n");
+        let c = crate::compile(&src, "t", &NoTables).unwrap();
+        let labels: Vec<&str> = c.plan.windows.iter().map(|w| w.label.as_str()).collect();
+        assert_eq!(labels, vec!["sum(rain, 3h)", "last(stage)"]);
+        assert!(c.plan.rules[..5].iter().all(|r| r.windows == vec![0, 1]));
+        assert_eq!(c.plan.rules[5].windows, vec![0]);
+    }
 
     #[test]
     fn durations() {

@@ -325,3 +325,18 @@ fn explain_text_is_stable() {
     );
     assert!(text.starts_with("plan "));
 }
+
+#[test]
+fn cm_let_is_resolved_where_used() {
+    let c = ok(
+        "feed stage: level m\nfeed rain: depth mm\nrule a on stage, rain levels x < y:\n\
+                let t = 50 cm\n x when last(stage) >= t\n y when sum(rain, 1h) >= t\n",
+    );
+    assert_eq!(when(&c, 0, 0), ge(Expr::Window(0), Expr::Num(0.5)));
+    assert_eq!(when(&c, 0, 1), ge(Expr::Window(1), Expr::Num(500.0)));
+    assert!(c.plan.rules[0].values.iter().all(|(l, _)| l != "t"));
+    assert_eq!(
+        codes("feed r: depth mm\nrule a on r:\n w when 5 cm > 3\n"),
+        vec!["E304"]
+    );
+}
