@@ -279,7 +279,7 @@ impl RunConfig {
                 max_line_bytes: s.max_line_bytes.unwrap_or(1 << 20),
             });
         }
-        if sources.is_empty() {
+        if raw.sources.is_empty() {
             problems.push("no [[source]] configured".into());
         }
         if !problems.is_empty() {

@@ -247,6 +247,9 @@ impl Ord for Pending {
     }
 }
 
+/// A validated reading on its way in: entity, feed, event time, canonical value, tag.
+type Item = (EntityId, FeedId, Millis, f64, u64);
+
 /// Reusable scratch space for one evaluation.
 #[derive(Debug, Default)]
 struct Scratch {
@@ -255,23 +258,37 @@ struct Scratch {
     group_values: Vec<f64>,
     conds: Vec<Option<bool>>,
     touched: Vec<(EntityId, bool)>,
-    batch: Vec<(EntityId, FeedId, Millis, f64, u64)>,
+    batch: Vec<Item>,
+    group: Vec<Item>,
+    results: Vec<Result<Accepted, RejectReason>>,
+    release: Vec<Item>,
+    release_results: Vec<Result<Accepted, RejectReason>>,
 }
 
 /// The evaluation engine. Build it from a compiled [`Plan`], push readings, advance time,
 /// and receive warnings through a [`Sink`].
 ///
-/// ```ignore
-/// use forewarn_engine::{Engine, EngineConfig, Reading, Value, Output};
-/// # use forewarn_engine::testing::compile_str;
-/// let plan = compile_str("feed rain: depth mm\nrule wet on rain:\n  warn when sum(rain, 1h) >= 10 mm\n")?;
+/// ```
+/// use forewarn_engine::{Engine, EngineConfig, Output, Reading, Value};
+/// use forewarn_rules::{compile, TableData, TableLoader};
+///
+/// struct NoTables;
+/// impl TableLoader for NoTables {
+///     fn load(&self, path: &str) -> Result<TableData, String> {
+///         Err(format!("no table {path}"))
+///     }
+/// }
+/// let src = "feed rain: depth mm\nrule wet on rain:\n  warn when sum(rain, 1h) >= 10 mm\n";
+/// let plan = compile(src, "wet.rules", &NoTables).map_err(|d| d.render(false))?.plan;
 /// let mut engine = Engine::new(plan, EngineConfig::default());
 /// let rain = engine.feed("rain").unwrap();
 /// let mut out: Vec<Output> = Vec::new();
-/// engine.push(&Reading { entity: "G1", feed: rain, ts: 0, value: Value::Num(12.0), tag: 1 }, &mut out).unwrap();
-/// assert!(matches!(&out[0], Output::Warning(w) if w.rule == "wet"));
+/// let r = Reading { entity: "G1", feed: rain, ts: 0, value: Value::Num(12.0), tag: 1 };
+/// engine.push(&r, &mut out).unwrap();
+/// assert!(matches!(&out[..], [Output::Status(_), Output::Warning(w)] if w.rule == "wet"));
+/// assert_eq!(engine.level("wet", "G1"), Some("warn"));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```ignore
+/// ```
 #[derive(Debug)]
 pub struct Engine {
     plan: Arc<Plan>,
@@ -542,10 +559,12 @@ impl Engine {
 
     /// Check a reading's value and clock; on success the canonical value.
     fn validate(&mut self, r: &Reading<'_>) -> Result<f64, (RejectReason, String)> {
-        let feed = self.plan.feeds.get(r.feed).ok_or((
-            RejectReason::UnknownFeed,
-            format!("feed #{} is not declared", r.feed),
-        ))?;
+        let feed = self.plan.feeds.get(r.feed).ok_or_else(|| {
+            (
+                RejectReason::UnknownFeed,
+                format!("feed #{} is not declared", r.feed),
+            )
+        })?;
         let raw = match r.value {
             Value::Num(v) => v,
             Value::Text(s) => {
@@ -692,10 +711,14 @@ impl Engine {
             self.advance_to(target.min(r.ts - 1), out, false);
         }
         let mut batch = std::mem::take(&mut self.scratch.batch);
+        let mut results = std::mem::take(&mut self.scratch.results);
         batch.clear();
+        results.clear();
         batch.push((id, r.feed, r.ts, v, r.tag));
-        let res = self.apply_at(r.ts, &batch, out);
+        self.apply_group(r.ts, &batch, &mut results, out);
+        let res = results.first().copied().unwrap_or(Ok(Accepted::OnTime));
         self.scratch.batch = batch;
+        self.scratch.results = results;
         self.advance(out, false);
         res
     }
@@ -737,14 +760,21 @@ impl Engine {
             if let Some(target) = self.target_watermark() {
                 self.advance_to(target.min(t - 1), out, false);
             }
-            let group: Vec<_> = batch[start..end]
-                .iter()
-                .map(|&(e, f, ts, v, i)| (e, f, ts, v, readings[i as usize].tag))
-                .collect();
-            let outcome = self.apply_group(t, &group, out);
-            for (k, o) in outcome.into_iter().enumerate() {
-                results[batch[start + k].4 as usize] = o;
+            let mut group = std::mem::take(&mut self.scratch.group);
+            let mut outcome = std::mem::take(&mut self.scratch.results);
+            group.clear();
+            outcome.clear();
+            group.extend(
+                batch[start..end]
+                    .iter()
+                    .map(|&(e, f, ts, v, i)| (e, f, ts, v, readings[i as usize].tag)),
+            );
+            self.apply_group(t, &group, &mut outcome, out);
+            for (k, o) in outcome.iter().enumerate() {
+                results[batch[start + k].4 as usize] = *o;
             }
+            self.scratch.group = group;
+            self.scratch.results = outcome;
             start = end;
         }
         batch.clear();
@@ -825,7 +855,10 @@ impl Engine {
             };
             match (best, deadline) {
                 (Some((t, _)), dl) if dl.is_none_or(|(d, _)| t <= d) => {
-                    let mut group: Vec<(EntityId, FeedId, Millis, f64, u64)> = Vec::new();
+                    let mut group = std::mem::take(&mut self.scratch.release);
+                    let mut results = std::mem::take(&mut self.scratch.release_results);
+                    group.clear();
+                    results.clear();
                     for f in 0..self.pending.len() {
                         while let Some(Reverse(p)) = self.pending[f].peek() {
                             if p.ts != t {
@@ -835,7 +868,9 @@ impl Engine {
                             self.pending[f].pop();
                         }
                     }
-                    self.apply_group(t, &group, out);
+                    self.apply_group(t, &group, &mut results, out);
+                    self.scratch.release = group;
+                    self.scratch.release_results = results;
                 }
                 (_, Some((d, e))) => {
                     self.deadlines.pop();
@@ -849,25 +884,14 @@ impl Engine {
         }
     }
 
-    fn apply_at(
-        &mut self,
-        t: Millis,
-        batch: &[(EntityId, FeedId, Millis, f64, u64)],
-        out: &mut dyn Sink,
-    ) -> Result<Accepted, RejectReason> {
-        self.apply_group(t, batch, out)
-            .pop()
-            .unwrap_or(Ok(Accepted::OnTime))
-    }
-
     /// Apply readings all stamped `t`, then evaluate each touched entity once.
     fn apply_group(
         &mut self,
         t: Millis,
-        group: &[(EntityId, FeedId, Millis, f64, u64)],
+        group: &[Item],
+        results: &mut Vec<Result<Accepted, RejectReason>>,
         out: &mut dyn Sink,
-    ) -> Vec<Result<Accepted, RejectReason>> {
-        let mut results = Vec::with_capacity(group.len());
+    ) {
         let mut touched = std::mem::take(&mut self.scratch.touched);
         touched.clear();
         for &(e, f, ts, v, tag) in group {
@@ -959,7 +983,6 @@ impl Engine {
             self.schedule(e);
         }
         self.scratch.touched = touched;
-        results
     }
 
     fn activate_rules(&mut self, e: EntityId, f: FeedId) {
@@ -1150,7 +1173,6 @@ impl Engine {
         late: bool,
         out: &mut dyn Sink,
     ) {
-        let n = rule.levels.len();
         let mut conds = std::mem::take(&mut self.scratch.conds);
         conds.clear();
         for l in &rule.levels {
@@ -1167,8 +1189,8 @@ impl Engine {
         let rs = &mut self.entities[e as usize].rules[r];
         // candidate: highest level whose condition has held for its `for`
         let mut candidate: Option<usize> = None;
-        for i in 0..n {
-            let held = match (rule.levels[i].hold, conds[i]) {
+        for (i, (level, &cond)) in rule.levels.iter().zip(conds.iter()).enumerate() {
+            let held = match (level.hold, cond) {
                 (_, None) => false,
                 (None, Some(c)) => c,
                 (Some(h), Some(c)) => {

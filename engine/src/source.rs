@@ -4,6 +4,9 @@
 //! reason and handed to [`ReplayOutput::dead_letter`] with its location and raw bytes;
 //! everything valid around it (even in the same batch) goes on.
 
+// Dead letters are the cold path; returning them by value keeps decoding simple.
+#![allow(clippy::result_large_err)]
+
 use std::io::BufRead;
 
 use forewarn_rules::ir::{FeedId, Millis};
@@ -65,6 +68,9 @@ pub trait ReplayOutput: Sink {
     /// A rejected input.
     fn dead_letter(&mut self, d: DeadLetter);
 }
+
+/// Finds the feed of a reading from its entity and the feed it names, if any.
+type Resolve<'a> = dyn Fn(&str, Option<&str>) -> Result<FeedId, DeadLetter> + 'a;
 
 /// Per-source statistics.
 #[derive(Debug, Clone, Default)]
@@ -608,7 +614,7 @@ fn trim_ascii(b: &[u8]) -> &[u8] {
 fn decode_json(
     item: &Json,
     src: &SourceConfig,
-    resolve: &dyn Fn(&str, Option<&str>) -> Result<FeedId, DeadLetter>,
+    resolve: &Resolve<'_>,
 ) -> Result<Decoded, DeadLetter> {
     let missing = |what: &str| {
         bad(

@@ -300,6 +300,11 @@ impl SampleBuffer {
             WindowFunc::Twa => {
                 let start = t - w;
                 let (lo, hi) = self.window(t, w);
+                if hi == lo {
+                    // an empty window has no value (docs/semantics.md), even when a baseline
+                    // before it would still "hold"
+                    return NoValue;
+                }
                 let base = self.baseline(lo, start, timing);
                 let mut weighted = 0.0;
                 let mut total: Millis = 0;
