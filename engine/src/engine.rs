@@ -305,6 +305,7 @@ pub struct Engine {
     pending: Vec<BinaryHeap<Reverse<Pending>>>,
     pending_seq: u64,
     max_ts: Option<Millis>,
+    stream_max: Option<Millis>,
     wall: Option<Millis>,
     watermark: Option<Millis>,
     counters: Counters,
@@ -405,6 +406,7 @@ impl Engine {
             deadlines: BinaryHeap::new(),
             pending_seq: 0,
             max_ts: None,
+            stream_max: None,
             wall: None,
             watermark: None,
             counters,
@@ -640,10 +642,18 @@ impl Engine {
 
     fn target_watermark(&self) -> Option<Millis> {
         let t = match self.cfg.clock {
-            ClockMode::Event => self.max_ts,
-            ClockMode::Wall => self.wall_now(),
+            ClockMode::Event => max_opt(self.max_ts, self.stream_max),
+            ClockMode::Wall => max_opt(self.wall_now(), self.stream_max),
         }?;
         Some(t - self.cfg.watermark_delay)
+    }
+
+    /// Tell the engine the newest event time seen on the whole stream, when readings are
+    /// split across several engines (shards): each shard's watermark then follows the stream,
+    /// not only its own entities, so its time-driven deadlines fire on time.
+    pub fn observe_stream_time(&mut self, t: Millis, out: &mut dyn Sink) {
+        self.stream_max = Some(self.stream_max.map_or(t, |m| m.max(t)));
+        self.advance(out, false);
     }
 
     fn reject(
@@ -810,8 +820,8 @@ impl Engine {
     /// active.
     pub fn finish(&mut self, out: &mut dyn Sink) {
         let end = match self.cfg.clock {
-            ClockMode::Event => self.max_ts,
-            ClockMode::Wall => self.wall_now(),
+            ClockMode::Event => max_opt(self.max_ts, self.stream_max),
+            ClockMode::Wall => max_opt(self.wall_now(), self.stream_max),
         };
         if let Some(end) = end {
             self.advance_to(end, out, true);
@@ -1542,6 +1552,13 @@ fn combine(func: GroupFunc, vals: &mut [f64]) -> Option<f64> {
         }
         GroupFunc::Count => vals.len() as f64,
     })
+}
+
+fn max_opt(a: Option<Millis>, b: Option<Millis>) -> Option<Millis> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, y) => x.or(y),
+    }
 }
 
 fn round_display(v: f64) -> f64 {
