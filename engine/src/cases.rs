@@ -119,17 +119,7 @@ impl Sink for Collect {
         self.status.push(s);
     }
     fn rejected(&mut self, r: Rejection) {
-        self.dead.push(DeadLetter {
-            source: String::new(),
-            line: r.tag,
-            reason: r.reason,
-            detail: r.detail,
-            entity: Some(r.entity),
-            feed: Some(r.feed),
-            ts: Some(r.ts),
-            value: Some(r.value),
-            raw: Vec::new(),
-        });
+        self.dead.push(DeadLetter::from_rejection(r, "", &[]));
     }
 }
 

@@ -120,17 +120,7 @@ impl Sink for Outputs {
     fn rejected(&mut self, r: Rejection) {
         // Rejections reach a run through `ReplayOutput::dead_letter` (with their location);
         // this path only sees readings released later by a reorder delay.
-        self.dead_letter(DeadLetter {
-            source: String::new(),
-            line: r.tag,
-            reason: r.reason,
-            detail: r.detail,
-            entity: Some(r.entity),
-            feed: Some(r.feed),
-            ts: Some(r.ts),
-            value: Some(r.value),
-            raw: Vec::new(),
-        });
+        self.dead_letter(DeadLetter::from_rejection(r, "", &[]));
     }
 }
 

@@ -41,6 +41,21 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
+    /// A dead letter for a reading the engine rejected; `tag` is taken as the line number.
+    pub fn from_rejection(r: Rejection, source: &str, raw: &[u8]) -> DeadLetter {
+        DeadLetter {
+            source: source.to_string(),
+            line: r.tag,
+            reason: r.reason,
+            detail: r.detail,
+            entity: Some(r.entity),
+            feed: Some(r.feed),
+            ts: Some(r.ts),
+            value: Some(r.value),
+            raw: raw.to_vec(),
+        }
+    }
+
     /// As a JSON object (`raw` as text when it is UTF-8, else `raw_hex`).
     pub fn to_json(&self, zone: &Zone) -> Json {
         let mut v = serde_json::json!({
@@ -100,18 +115,9 @@ impl Sink for LineContext<'_> {
         self.out.status(s)
     }
     fn rejected(&mut self, r: Rejection) {
-        let here = r.tag == self.line;
-        self.out.dead_letter(DeadLetter {
-            source: self.source.to_string(),
-            line: r.tag,
-            reason: r.reason,
-            detail: r.detail,
-            entity: Some(r.entity),
-            feed: Some(r.feed),
-            ts: Some(r.ts),
-            value: Some(r.value),
-            raw: if here { self.raw.to_vec() } else { Vec::new() },
-        });
+        let raw = if r.tag == self.line { self.raw } else { &[] };
+        self.out
+            .dead_letter(DeadLetter::from_rejection(r, self.source, raw));
     }
 }
 
@@ -152,6 +158,18 @@ fn bad(
         value: None,
         raw: raw.to_vec(),
     }
+}
+
+/// Count a line or payload that could not be decoded and hand it to the dead letters.
+fn reject_line(
+    engine: &mut Engine,
+    stats: &mut SourceStats,
+    out: &mut dyn ReplayOutput,
+    d: DeadLetter,
+) {
+    stats.bad += 1;
+    engine.count_source_rejection(d.reason);
+    out.dead_letter(d);
 }
 
 fn time_reason(e: &TimeError) -> RejectReason {
@@ -239,27 +257,33 @@ fn replay_wide(
         line_no += 1;
         stats.lines += 1;
         if raw.len() > src.max_line_bytes {
-            stats.bad += 1;
-            engine.count_source_rejection(RejectReason::TooLarge);
-            out.dead_letter(bad(
-                src,
-                line_no,
-                RejectReason::TooLarge,
-                format!("line of {} bytes", raw.len()),
-                &raw,
-            ));
+            reject_line(
+                engine,
+                &mut stats,
+                out,
+                bad(
+                    src,
+                    line_no,
+                    RejectReason::TooLarge,
+                    format!("line of {} bytes", raw.len()),
+                    &raw,
+                ),
+            );
             continue;
         }
         let Ok(text) = std::str::from_utf8(&raw) else {
-            stats.bad += 1;
-            engine.count_source_rejection(RejectReason::Malformed);
-            out.dead_letter(bad(
-                src,
-                line_no,
-                RejectReason::Malformed,
-                "line is not UTF-8",
-                &raw,
-            ));
+            reject_line(
+                engine,
+                &mut stats,
+                out,
+                bad(
+                    src,
+                    line_no,
+                    RejectReason::Malformed,
+                    "line is not UTF-8",
+                    &raw,
+                ),
+            );
             continue;
         };
         let text = text.trim_end_matches(['\r', '\n']);
@@ -268,27 +292,33 @@ fn replay_wide(
         }
         split_csv(text, &mut fields);
         if fields.len() != header.len() {
-            stats.bad += 1;
-            engine.count_source_rejection(RejectReason::Malformed);
-            out.dead_letter(bad(
-                src,
-                line_no,
-                RejectReason::Malformed,
-                format!(
-                    "{} fields where the header has {}",
-                    fields.len(),
-                    header.len()
+            reject_line(
+                engine,
+                &mut stats,
+                out,
+                bad(
+                    src,
+                    line_no,
+                    RejectReason::Malformed,
+                    format!(
+                        "{} fields where the header has {}",
+                        fields.len(),
+                        header.len()
+                    ),
+                    &raw,
                 ),
-                &raw,
-            ));
+            );
             continue;
         }
         let ts = match parse_timestamp(&fields[time_col], src.time_zone.as_ref()) {
             Ok(ts) => ts,
             Err(e) => {
-                stats.bad += 1;
-                engine.count_source_rejection(time_reason(&e));
-                out.dead_letter(bad(src, line_no, time_reason(&e), e.to_string(), &raw));
+                reject_line(
+                    engine,
+                    &mut stats,
+                    out,
+                    bad(src, line_no, time_reason(&e), e.to_string(), &raw),
+                );
                 continue;
             }
         };
@@ -378,15 +408,18 @@ fn replay_lines(
         line_no += 1;
         if raw.len() > src.max_line_bytes {
             stats.lines += 1;
-            stats.bad += 1;
-            engine.count_source_rejection(RejectReason::TooLarge);
-            out.dead_letter(bad(
-                src,
-                line_no,
-                RejectReason::TooLarge,
-                format!("line of {} bytes", raw.len()),
-                &raw,
-            ));
+            reject_line(
+                engine,
+                &mut stats,
+                out,
+                bad(
+                    src,
+                    line_no,
+                    RejectReason::TooLarge,
+                    format!("line of {} bytes", raw.len()),
+                    &raw,
+                ),
+            );
             continue;
         }
         let trimmed = trim_ascii(&raw);
@@ -397,15 +430,18 @@ fn replay_lines(
             Ok(t) => t,
             Err(_) => {
                 stats.lines += 1;
-                stats.bad += 1;
-                engine.count_source_rejection(RejectReason::Malformed);
-                out.dead_letter(bad(
-                    src,
-                    line_no,
-                    RejectReason::Malformed,
-                    "not UTF-8 text",
-                    &raw,
-                ));
+                reject_line(
+                    engine,
+                    &mut stats,
+                    out,
+                    bad(
+                        src,
+                        line_no,
+                        RejectReason::Malformed,
+                        "not UTF-8 text",
+                        &raw,
+                    ),
+                );
                 continue;
             }
         };
@@ -457,15 +493,18 @@ fn replay_lines(
                         engine.set_wall_clock(t, &mut ctx);
                     }
                     _ => {
-                        stats.bad += 1;
-                        engine.count_source_rejection(RejectReason::BadTimestamp);
-                        out.dead_letter(bad(
-                            src,
-                            line_no,
-                            RejectReason::BadTimestamp,
-                            "bad @clock line",
-                            &raw,
-                        ));
+                        reject_line(
+                            engine,
+                            &mut stats,
+                            out,
+                            bad(
+                                src,
+                                line_no,
+                                RejectReason::BadTimestamp,
+                                "bad @clock line",
+                                &raw,
+                            ),
+                        );
                     }
                 }
                 continue;
@@ -554,16 +593,12 @@ fn replay_lines(
             },
         };
         for d in item_errors {
-            stats.bad += 1;
-            engine.count_source_rejection(d.reason);
-            out.dead_letter(d);
+            reject_line(engine, &mut stats, out, d);
         }
         if let Err(mut d) = result {
             d.line = line_no;
             d.raw = raw.clone();
-            stats.bad += 1;
-            engine.count_source_rejection(d.reason);
-            out.dead_letter(d);
+            reject_line(engine, &mut stats, out, d);
             continue;
         }
         let readings: Vec<Reading<'_>> = decoded
