@@ -84,8 +84,9 @@ pub trait ReplayOutput: Sink {
     fn dead_letter(&mut self, d: DeadLetter);
 }
 
-/// Finds the feed of a reading from its entity and the feed it names, if any.
-type Resolve<'a> = dyn Fn(&str, Option<&str>) -> Result<FeedId, DeadLetter> + 'a;
+/// Finds the feed of a reading from its entity and the feed it names, if any; on failure the
+/// reason and a human-readable explanation.
+pub type Resolve<'a> = dyn Fn(&str, Option<&str>) -> Result<FeedId, (RejectReason, String)> + 'a;
 
 /// Per-source statistics.
 #[derive(Debug, Clone, Default)]
@@ -141,14 +142,14 @@ pub fn replay(
 }
 
 fn bad(
-    src: &SourceConfig,
+    source: &str,
     line: u64,
     reason: RejectReason,
     detail: impl Into<String>,
     raw: &[u8],
 ) -> DeadLetter {
     DeadLetter {
-        source: src.name.clone(),
+        source: source.to_string(),
         line,
         reason,
         detail: detail.into(),
@@ -210,7 +211,7 @@ fn replay_wide(
     let Some(feed) = engine.feed(&feed_name) else {
         engine.count_source_rejection(RejectReason::UnknownFeed);
         out.dead_letter(bad(
-            src,
+            &src.name,
             0,
             RejectReason::UnknownFeed,
             format!("feed {feed_name:?} is not declared in the rules"),
@@ -238,7 +239,7 @@ fn replay_wide(
     let Some(time_col) = header.iter().position(|h| *h == src.time_column) else {
         engine.count_source_rejection(RejectReason::MissingField);
         out.dead_letter(bad(
-            src,
+            &src.name,
             line_no,
             RejectReason::MissingField,
             format!("no time column {:?} in the header", src.time_column),
@@ -262,7 +263,7 @@ fn replay_wide(
                 &mut stats,
                 out,
                 bad(
-                    src,
+                    &src.name,
                     line_no,
                     RejectReason::TooLarge,
                     format!("line of {} bytes", raw.len()),
@@ -277,7 +278,7 @@ fn replay_wide(
                 &mut stats,
                 out,
                 bad(
-                    src,
+                    &src.name,
                     line_no,
                     RejectReason::Malformed,
                     "line is not UTF-8",
@@ -297,7 +298,7 @@ fn replay_wide(
                 &mut stats,
                 out,
                 bad(
-                    src,
+                    &src.name,
                     line_no,
                     RejectReason::Malformed,
                     format!(
@@ -317,7 +318,7 @@ fn replay_wide(
                     engine,
                     &mut stats,
                     out,
-                    bad(src, line_no, time_reason(&e), e.to_string(), &raw),
+                    bad(&src.name, line_no, time_reason(&e), e.to_string(), &raw),
                 );
                 continue;
             }
@@ -358,17 +359,108 @@ enum Kind {
     Jsonl,
 }
 
-/// A decoded reading whose strings live in the current line.
-struct Decoded {
-    entity: String,
-    feed: FeedId,
-    ts: Millis,
-    value: DecodedValue,
+/// A decoded reading that owns its strings (it outlives the line or payload it came from).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// Entity id.
+    pub entity: String,
+    /// Feed.
+    pub feed: FeedId,
+    /// Event time, UTC ms.
+    pub ts: Millis,
+    /// The value as received.
+    pub value: DecodedValue,
 }
 
-enum DecodedValue {
+/// A decoded value: a number, or text the engine coerces (or rejects for a strict feed).
+#[derive(Debug, Clone, PartialEq)]
+pub enum DecodedValue {
+    /// A number.
     Num(f64),
+    /// A number sent as text (or not a number at all).
     Text(String),
+}
+
+impl Decoded {
+    /// The reading to push, borrowing from `self`.
+    pub fn reading(&self, tag: u64) -> Reading<'_> {
+        Reading {
+            entity: &self.entity,
+            feed: self.feed,
+            ts: self.ts,
+            value: match &self.value {
+                DecodedValue::Num(v) => Value::Num(*v),
+                DecodedValue::Text(s) => Value::Text(s),
+            },
+            tag,
+        }
+    }
+}
+
+/// Where a JSON payload comes from and how to read it (see [`decode_json_payload`]).
+pub struct JsonContext<'a> {
+    /// Source name (file source name, or MQTT topic) for dead letters.
+    pub source: &'a str,
+    /// Line number or message sequence number for dead letters.
+    pub line: u64,
+    /// Zone for timestamps without an offset.
+    pub time_zone: Option<&'a Zone>,
+    /// Entity for readings that do not name one (e.g. from an MQTT topic).
+    pub entity: Option<&'a str>,
+    /// Resolves each reading's feed.
+    pub resolve: &'a Resolve<'a>,
+}
+
+impl std::fmt::Debug for JsonContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonContext")
+            .field("source", &self.source)
+            .field("line", &self.line)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Decode one JSON payload: a reading object, or an array of them (a batch). Valid readings
+/// go to `decoded`; every bad one becomes a dead letter (its own JSON as `raw` when it is an
+/// item of a batch, the whole payload otherwise) and the rest of the batch is kept.
+/// Shared by JSON Lines replay and the daemon's MQTT intake.
+pub fn decode_json_payload(
+    text: &str,
+    raw: &[u8],
+    cx: &JsonContext<'_>,
+    decoded: &mut Vec<Decoded>,
+    dead: &mut Vec<DeadLetter>,
+) {
+    let whole = |mut d: DeadLetter| {
+        d.line = cx.line;
+        d.raw = raw.to_vec();
+        d
+    };
+    match serde_json::from_str::<Json>(text) {
+        Err(e) => dead.push(whole(bad(
+            cx.source,
+            cx.line,
+            RejectReason::Malformed,
+            format!("invalid JSON: {e}"),
+            raw,
+        ))),
+        Ok(Json::Array(items)) => {
+            for item in &items {
+                match decode_json(item, cx) {
+                    Ok(d) => decoded.push(d),
+                    Err(mut d) => {
+                        d.line = cx.line;
+                        d.raw = item.to_string().into_bytes();
+                        dead.push(d);
+                    }
+                }
+            }
+        }
+        Ok(item) => match decode_json(&item, cx) {
+            Ok(d) => decoded.push(d),
+            Err(d) => dead.push(whole(d)),
+        },
+    }
 }
 
 fn replay_lines(
@@ -384,7 +476,7 @@ fn replay_lines(
     if let (Some(name), None) = (&src.feed, fixed_feed) {
         engine.count_source_rejection(RejectReason::UnknownFeed);
         out.dead_letter(bad(
-            src,
+            &src.name,
             0,
             RejectReason::UnknownFeed,
             format!("feed {name:?} is not declared in the rules"),
@@ -413,7 +505,7 @@ fn replay_lines(
                 &mut stats,
                 out,
                 bad(
-                    src,
+                    &src.name,
                     line_no,
                     RejectReason::TooLarge,
                     format!("line of {} bytes", raw.len()),
@@ -435,7 +527,7 @@ fn replay_lines(
                     &mut stats,
                     out,
                     bad(
-                        src,
+                        &src.name,
                         line_no,
                         RejectReason::Malformed,
                         "not UTF-8 text",
@@ -460,7 +552,7 @@ fn replay_lines(
                 _ => {
                     engine.count_source_rejection(RejectReason::MissingField);
                     out.dead_letter(bad(
-                        src,
+                        &src.name,
                         line_no,
                         RejectReason::MissingField,
                         format!(
@@ -498,7 +590,7 @@ fn replay_lines(
                             &mut stats,
                             out,
                             bad(
-                                src,
+                                &src.name,
                                 line_no,
                                 RejectReason::BadTimestamp,
                                 "bad @clock line",
@@ -511,36 +603,32 @@ fn replay_lines(
             }
         }
         let mut item_errors: Vec<DeadLetter> = Vec::new();
-        let resolve = |entity: &str, named: Option<&str>| -> Result<FeedId, DeadLetter> {
-            if let Some(n) = named {
-                return engine.feed(n).ok_or_else(|| {
-                    bad(
-                        src,
-                        line_no,
-                        RejectReason::UnknownFeed,
-                        format!("feed {n:?} is not declared"),
-                        &raw,
-                    )
-                });
-            }
-            fixed_feed
-                .or_else(|| feed_of.and_then(|f| f(entity)))
-                .ok_or_else(|| {
-                    bad(
-                        src,
-                        line_no,
-                        RejectReason::UnknownEntity,
-                        format!("no feed is configured for entity {entity:?}"),
-                        &raw,
-                    )
-                })
-        };
+        let plan = engine.plan();
+        let resolve =
+            |entity: &str, named: Option<&str>| -> Result<FeedId, (RejectReason, String)> {
+                if let Some(n) = named {
+                    return plan.feed_by_name(n).ok_or_else(|| {
+                        (
+                            RejectReason::UnknownFeed,
+                            format!("feed {n:?} is not declared"),
+                        )
+                    });
+                }
+                fixed_feed
+                    .or_else(|| feed_of.and_then(|f| f(entity)))
+                    .ok_or_else(|| {
+                        (
+                            RejectReason::UnknownEntity,
+                            format!("no feed is configured for entity {entity:?}"),
+                        )
+                    })
+            };
         let result: Result<(), DeadLetter> = match kind {
             Kind::Csv => {
                 let (ec, tc, vc, fc) = columns.unwrap_or((0, 1, 2, None));
                 if fields.len() <= ec.max(tc).max(vc) {
                     Err(bad(
-                        src,
+                        &src.name,
                         line_no,
                         RejectReason::MissingField,
                         format!("{} fields", fields.len()),
@@ -549,48 +637,39 @@ fn replay_lines(
                 } else {
                     let entity = fields[ec].trim().to_string();
                     let named = fc.and_then(|c| fields.get(c)).map(|s| s.trim().to_string());
-                    resolve(&entity, named.as_deref()).and_then(|feed| {
-                        let ts = parse_timestamp(&fields[tc], src.time_zone.as_ref())
-                            .map_err(|e| bad(src, line_no, time_reason(&e), e.to_string(), &raw))?;
-                        let cell = fields[vc].trim();
-                        let value = cell.parse::<f64>().map_or_else(
-                            |_| DecodedValue::Text(cell.to_string()),
-                            DecodedValue::Num,
-                        );
-                        decoded.push(Decoded {
-                            entity,
-                            feed,
-                            ts,
-                            value,
-                        });
-                        Ok(())
-                    })
+                    resolve(&entity, named.as_deref())
+                        .map_err(|(reason, detail)| bad(&src.name, line_no, reason, detail, &raw))
+                        .and_then(|feed| {
+                            let ts = parse_timestamp(&fields[tc], src.time_zone.as_ref()).map_err(
+                                |e| bad(&src.name, line_no, time_reason(&e), e.to_string(), &raw),
+                            )?;
+                            let cell = fields[vc].trim();
+                            let value = cell.parse::<f64>().map_or_else(
+                                |_| DecodedValue::Text(cell.to_string()),
+                                DecodedValue::Num,
+                            );
+                            decoded.push(Decoded {
+                                entity,
+                                feed,
+                                ts,
+                                value,
+                            });
+                            Ok(())
+                        })
                 }
             }
-            Kind::Jsonl => match serde_json::from_str::<Json>(text) {
-                Err(e) => Err(bad(
-                    src,
-                    line_no,
-                    RejectReason::Malformed,
-                    format!("invalid JSON: {e}"),
-                    &raw,
-                )),
-                Ok(Json::Array(items)) => {
-                    // a batch: every valid item is kept even when others are bad
-                    for item in &items {
-                        match decode_json(item, src, &resolve) {
-                            Ok(d) => decoded.push(d),
-                            Err(mut d) => {
-                                d.line = line_no;
-                                d.raw = item.to_string().into_bytes();
-                                item_errors.push(d);
-                            }
-                        }
-                    }
-                    Ok(())
-                }
-                Ok(item) => decode_json(&item, src, &resolve).map(|d| decoded.push(d)),
-            },
+            Kind::Jsonl => {
+                // a batch: every valid item is kept even when others are bad
+                let cx = JsonContext {
+                    source: &src.name,
+                    line: line_no,
+                    time_zone: src.time_zone.as_ref(),
+                    entity: None,
+                    resolve: &resolve,
+                };
+                decode_json_payload(text, &raw, &cx, &mut decoded, &mut item_errors);
+                Ok(())
+            }
         };
         for d in item_errors {
             reject_line(engine, &mut stats, out, d);
@@ -601,19 +680,7 @@ fn replay_lines(
             reject_line(engine, &mut stats, out, d);
             continue;
         }
-        let readings: Vec<Reading<'_>> = decoded
-            .iter()
-            .map(|d| Reading {
-                entity: &d.entity,
-                feed: d.feed,
-                ts: d.ts,
-                value: match &d.value {
-                    DecodedValue::Num(v) => Value::Num(*v),
-                    DecodedValue::Text(s) => Value::Text(s),
-                },
-                tag: line_no,
-            })
-            .collect();
+        let readings: Vec<Reading<'_>> = decoded.iter().map(|d| d.reading(line_no)).collect();
         stats.readings += readings.len() as u64;
         let mut ctx = LineContext {
             out,
@@ -646,11 +713,8 @@ fn trim_ascii(b: &[u8]) -> &[u8] {
     &b[start..end.max(start)]
 }
 
-fn decode_json(
-    item: &Json,
-    src: &SourceConfig,
-    resolve: &Resolve<'_>,
-) -> Result<Decoded, DeadLetter> {
+fn decode_json(item: &Json, cx: &JsonContext<'_>) -> Result<Decoded, DeadLetter> {
+    let src = cx.source;
     let missing = |what: &str| {
         bad(
             src,
@@ -682,7 +746,10 @@ fn decode_json(
                 b"",
             ))
         }
-        None => return Err(missing("entity")),
+        None => match cx.entity {
+            Some(e) => e.to_string(),
+            None => return Err(missing("entity")),
+        },
     };
     let feed_name = match field(&["feed", "metric"]) {
         Some(Json::String(s)) => Some(s.as_str()),
@@ -701,9 +768,10 @@ fn decode_json(
         d.entity = Some(entity.clone());
         d
     };
-    let feed = resolve(&entity, feed_name).map_err(with)?;
+    let feed = (cx.resolve)(&entity, feed_name)
+        .map_err(|(reason, detail)| with(bad(src, 0, reason, detail, b"")))?;
     let ts = match field(&["ts", "time", "timestamp"]) {
-        Some(Json::String(s)) => parse_timestamp(s, src.time_zone.as_ref())
+        Some(Json::String(s)) => parse_timestamp(s, cx.time_zone)
             .map_err(|e| with(bad(src, 0, time_reason(&e), e.to_string(), b"")))?,
         Some(Json::Number(n)) => parse_timestamp(&n.to_string(), None)
             .map_err(|e| with(bad(src, 0, RejectReason::BadTimestamp, e.to_string(), b"")))?,
