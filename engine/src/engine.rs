@@ -842,7 +842,8 @@ impl Engine {
             let mut best: Option<(Millis, usize)> = None;
             for (f, heap) in self.pending.iter().enumerate() {
                 if let Some(Reverse(p)) = heap.peek() {
-                    let releasable = final_pass || p.ts + self.plan.feeds[f].reorder <= limit;
+                    // held until the watermark *passes* ts + d
+                    let releasable = final_pass || p.ts + self.plan.feeds[f].reorder < limit;
                     if releasable && best.is_none_or(|(t, _)| p.ts < t) {
                         best = Some((p.ts, f));
                     }
@@ -1113,8 +1114,9 @@ impl Engine {
             ent.next_deadline = next;
             ent.deadline_gen += 1;
             if let Some(d) = next {
-                self.deadlines
-                    .push(Reverse((d + ent.delay, d, e, ent.deadline_gen)));
+                // an entity with a reorder delay waits until the watermark passes D + delay
+                let due = if ent.delay > 0 { d + ent.delay + 1 } else { d };
+                self.deadlines.push(Reverse((due, d, e, ent.deadline_gen)));
             }
         }
     }

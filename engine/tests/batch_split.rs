@@ -27,9 +27,9 @@
 //! are arranged so that lateness of exactly `d` occurs), split into random calls (any split:
 //! held readings are regrouped by instant), the per-(rule, entity) warnings and per-(entity,
 //! feed) status events equal those of the time-sorted input without reorder delay, one batch
-//! per instant; nothing is late. With a watermark delay of 0 only lateness up to `d − 1 ms`
-//! is generated: exactly `d` fails, a known engine bug pinned by the ignored test
-//! `reorder_lateness_exactly_d_with_zero_watermark_delay`.
+//! per instant; nothing is late, for lateness up to `d` inclusive (held readings wait until
+//! the watermark *passes* `ts + d`; `reorder_lateness_exactly_d_with_zero_watermark_delay`
+//! pins the boundary).
 //!
 //! **(c) Replay.** Running the same input (shuffled, with late and too-late readings, any
 //! split) twice through two engines gives the same outputs — warnings, status events and
@@ -500,9 +500,9 @@ proptest! {
         watermark_delay in prop_oneof![2 => Just(MINUTE), 1 => Just(0i64), 1 => 1..=5 * MINUTE],
     ) {
         let d = 10 * MINUTE;
-        // lateness up to d inclusive; with a zero watermark delay only up to d − 1 ms (see
-        // `reorder_lateness_exactly_d_with_zero_watermark_delay`: a known engine bug)
-        let bound = if watermark_delay == 0 { d - 1 } else { d };
+        // lateness up to d inclusive, whatever the watermark delay (see
+        // `reorder_lateness_exactly_d_with_zero_watermark_delay`)
+        let bound = d;
         let sorted_plan = plan(None);
         let reorder_plan = plan(Some("10m"));
         let atoms = without_redeliveries(&atoms(&steps));
@@ -643,7 +643,6 @@ fn separate_arrivals_at_one_instant_evaluate_twice() {
 /// `reorder_delay_equals_sorted_input`). Fix: release and fire only when the watermark is
 /// strictly past the instant (`<` instead of `<=` for both comparisons in `advance_to`).
 #[test]
-#[ignore = "engine.rs bug: reorder releases at watermark == ts + d; see the comment"]
 fn reorder_lateness_exactly_d_with_zero_watermark_delay() {
     let e1 = |ts, value| R {
         entity: 0,
