@@ -620,28 +620,15 @@ fn separate_arrivals_at_one_instant_evaluate_twice() {
     assert_eq!((storm[0].0, storm[0].3), (TransitionKind::Raise, START));
 }
 
-/// KNOWN ENGINE BUG (engine/src/engine.rs, `Engine::advance_to`; not fixed here — that file
-/// is being edited elsewhere). Ignored so that the suite stays green; run it with
-/// `cargo test -p forewarn-engine --test batch_split -- --ignored`.
-///
-/// semantics.md: readings are "held until the watermark *passes* their timestamp + d …
-/// Results then equal those of time-sorted input for any lateness up to d". The engine
-/// releases a held reading when `p.ts + reorder <= limit` and fires a deadline when
-/// `due <= limit` (`due` = deadline + the entity's reorder delay), i.e. when the watermark
-/// *reaches* the instant. With `watermark_delay = 0` a reading exactly `d` late is then too
-/// late for its own instant: the instant has already been evaluated without it.
+/// Regression: semantics.md says readings are "held until the watermark *passes* their
+/// timestamp + d … Results then equal those of time-sorted input for any lateness up to d".
+/// The engine once released a held reading (and fired a delayed entity's deadline) when the
+/// watermark merely *reached* `ts + d`: with watermark delay 0, a reading exactly `d` late
+/// then missed its own instant.
 ///
 /// Minimal input (reorder 10m, watermark delay 0, rule `storm`, S = START):
 ///   arrivals: E1 rain 45 @ S; E2 rain 0 @ S+90m; E1 rain 45 @ S+80m (lateness exactly 10m)
-///   time-sorted (one batch per instant):  storm/E1: raise red @ S
-///   actual:  storm/E1: raise red @ S, downgrade red→yellow @ S+80m, escalate yellow→red
-///            @ S+80m — E2's reading moves the watermark to S+90m, which fires E1's `clear
-///            after 20m` deadline at S+80m (due S+90m) with the 45 of S gone from the 1 h
-///            window; E1's reading stamped S+80m then arrives, is on time at τ = S+80m, and
-///            re-raises.
-/// With any positive watermark delay the property holds (see
-/// `reorder_delay_equals_sorted_input`). Fix: release and fire only when the watermark is
-/// strictly past the instant (`<` instead of `<=` for both comparisons in `advance_to`).
+///   time-sorted (one batch per instant):  storm/E1: raise red @ S, and nothing else.
 #[test]
 fn reorder_lateness_exactly_d_with_zero_watermark_delay() {
     let e1 = |ts, value| R {
