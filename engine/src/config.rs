@@ -54,17 +54,87 @@ struct RawConfig {
     output: RawOutput,
 }
 
+/// The `[engine]` table as written (shared with the daemon's configuration).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawEngine {
-    clock: Option<String>,
-    watermark_delay: Option<String>,
-    display_zone: Option<String>,
-    future_skew: Option<String>,
-    max_age: Option<String>,
-    delayed_after: Option<String>,
+pub(crate) struct RawEngine {
+    pub(crate) clock: Option<String>,
+    pub(crate) watermark_delay: Option<String>,
+    pub(crate) display_zone: Option<String>,
+    pub(crate) future_skew: Option<String>,
+    pub(crate) max_age: Option<String>,
+    pub(crate) delayed_after: Option<String>,
     #[serde(default)]
-    require_known_entities: bool,
+    pub(crate) require_known_entities: bool,
+}
+
+impl RawEngine {
+    /// Validate: engine settings and display zone; problems are appended to `problems`.
+    pub(crate) fn resolve(&self, problems: &mut Vec<String>) -> (EngineConfig, Zone) {
+        let mut dur = |key: &str, v: &Option<String>, default: Millis| -> Millis {
+            match v {
+                None => default,
+                Some(s) => parse_duration(s).unwrap_or_else(|| {
+                    problems.push(format!(
+                        "engine.{key}: {s:?} is not a duration (e.g. 90s, 5m, 1h30m)"
+                    ));
+                    default
+                }),
+            }
+        };
+        let defaults = EngineConfig::default();
+        let watermark_delay = dur(
+            "watermark-delay",
+            &self.watermark_delay,
+            defaults.watermark_delay,
+        );
+        let future_skew = self
+            .future_skew
+            .as_ref()
+            .map(|_| dur("future-skew", &self.future_skew, 0));
+        let max_age = dur("max-age", &self.max_age, defaults.max_age);
+        let delayed_after = dur("delayed-after", &self.delayed_after, defaults.delayed_after);
+        let clock = match self.clock.as_deref() {
+            None | Some("event") => ClockMode::Event,
+            Some("wall") => ClockMode::Wall,
+            Some(other) => {
+                problems.push(format!(
+                    "engine.clock: {other:?} is neither \"event\" nor \"wall\""
+                ));
+                ClockMode::Event
+            }
+        };
+        let display_zone =
+            parse_zone(problems, "engine.display-zone", &self.display_zone).unwrap_or_default();
+        (
+            EngineConfig {
+                clock,
+                watermark_delay,
+                future_skew,
+                max_age,
+                delayed_after,
+                require_known_entities: self.require_known_entities,
+                ..defaults
+            },
+            display_zone,
+        )
+    }
+}
+
+/// Parse an optional zone setting, recording a problem when it is not a zone.
+pub(crate) fn parse_zone(
+    problems: &mut Vec<String>,
+    key: &str,
+    v: &Option<String>,
+) -> Option<Zone> {
+    let s = v.as_ref()?;
+    match s.parse() {
+        Ok(z) => Some(z),
+        Err(e) => {
+            problems.push(format!("{key}: {e}"));
+            None
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,60 +258,7 @@ impl RunConfig {
             }
         };
         let mut problems = Vec::new();
-        let mut dur = |key: &str, v: &Option<String>, default: Millis| -> Millis {
-            match v {
-                None => default,
-                Some(s) => parse_duration(s).unwrap_or_else(|| {
-                    problems.push(format!(
-                        "engine.{key}: {s:?} is not a duration (e.g. 90s, 5m, 1h30m)"
-                    ));
-                    default
-                }),
-            }
-        };
-        let defaults = EngineConfig::default();
-        let watermark_delay = dur(
-            "watermark-delay",
-            &raw.engine.watermark_delay,
-            defaults.watermark_delay,
-        );
-        let future_skew = raw
-            .engine
-            .future_skew
-            .as_ref()
-            .map(|_| dur("future-skew", &raw.engine.future_skew, 0));
-        let max_age = dur("max-age", &raw.engine.max_age, defaults.max_age);
-        let delayed_after = dur(
-            "delayed-after",
-            &raw.engine.delayed_after,
-            defaults.delayed_after,
-        );
-        let clock = match raw.engine.clock.as_deref() {
-            None | Some("event") => ClockMode::Event,
-            Some("wall") => ClockMode::Wall,
-            Some(other) => {
-                problems.push(format!(
-                    "engine.clock: {other:?} is neither \"event\" nor \"wall\""
-                ));
-                ClockMode::Event
-            }
-        };
-        fn zone(problems: &mut Vec<String>, key: &str, v: &Option<String>) -> Option<Zone> {
-            let s = v.as_ref()?;
-            match s.parse() {
-                Ok(z) => Some(z),
-                Err(e) => {
-                    problems.push(format!("{key}: {e}"));
-                    None
-                }
-            }
-        }
-        let display_zone = zone(
-            &mut problems,
-            "engine.display-zone",
-            &raw.engine.display_zone,
-        )
-        .unwrap_or_default();
+        let (engine, display_zone) = raw.engine.resolve(&mut problems);
         let mut sources = Vec::new();
         for (i, s) in raw.sources.iter().enumerate() {
             let name = s.name.clone().unwrap_or_else(|| format!("source{}", i + 1));
@@ -259,7 +276,7 @@ impl RunConfig {
             if format == SourceFormat::CsvWide && s.feed.is_none() {
                 problems.push(format!("source {name}: a csv-wide source needs `feed`"));
             }
-            let time_zone = zone(
+            let time_zone = parse_zone(
                 &mut problems,
                 &format!("source {name}: time-zone"),
                 &s.time_zone,
@@ -291,15 +308,7 @@ impl RunConfig {
         let out = |v: &Option<String>| v.as_deref().filter(|p| *p != "-").map(rel);
         Ok(RunConfig {
             rules: rel(&raw.rules),
-            engine: EngineConfig {
-                clock,
-                watermark_delay,
-                future_skew,
-                max_age,
-                delayed_after,
-                require_known_entities: raw.engine.require_known_entities,
-                ..defaults
-            },
+            engine,
             display_zone,
             sources,
             output: OutputConfig {

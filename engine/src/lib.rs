@@ -22,6 +22,8 @@
 
 pub mod cases;
 pub mod config;
+#[cfg(feature = "daemon")]
+pub mod daemon;
 pub mod engine;
 pub mod loader;
 pub mod record;

@@ -170,11 +170,14 @@ pub enum RejectReason {
     BadTimestamp,
     /// A payload larger than the configured maximum.
     TooLarge,
+    /// An MQTT message on a topic no subscription template matches (e.g. left over in a
+    /// persistent session from an earlier configuration).
+    UnknownTopic,
 }
 
 impl RejectReason {
     /// Every reason, in a stable order.
-    pub const ALL: [RejectReason; 14] = [
+    pub const ALL: [RejectReason; 15] = [
         RejectReason::NotFinite,
         RejectReason::OutOfRange,
         RejectReason::NotNumeric,
@@ -189,6 +192,7 @@ impl RejectReason {
         RejectReason::NoOffset,
         RejectReason::BadTimestamp,
         RejectReason::TooLarge,
+        RejectReason::UnknownTopic,
     ];
 
     /// The reason's name, as counted and dead-lettered.
@@ -208,6 +212,7 @@ impl RejectReason {
             RejectReason::NoOffset => "no_offset",
             RejectReason::BadTimestamp => "bad_timestamp",
             RejectReason::TooLarge => "too_large",
+            RejectReason::UnknownTopic => "unknown_topic",
         }
     }
 

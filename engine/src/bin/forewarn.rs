@@ -57,6 +57,14 @@ enum Command {
         #[arg(long)]
         explain: bool,
     },
+    /// Run the warning daemon: MQTT intake, sharded live evaluation, MQTT / file / webhook
+    /// sinks, HTTP /healthz /metrics /warnings; stops gracefully on SIGINT or SIGTERM.
+    #[cfg(feature = "daemon")]
+    Serve {
+        /// The daemon configuration file (see docs/daemon.md).
+        #[arg(long, short, default_value = "config/serve.toml")]
+        config: PathBuf,
+    },
     /// Run data-driven rule cases (directories with case.toml); exits 1 if any fails.
     Test {
         /// Case directories, or directories holding them.
@@ -155,6 +163,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 Err(e) => Err(e.into()),
             }
+        }
+        #[cfg(feature = "daemon")]
+        Command::Serve { config } => {
+            let cfg = forewarn_engine::daemon::ServeConfig::load(&config)?;
+            forewarn_engine::daemon::serve(cfg)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Test { dirs } => {
             let mut failed = 0;

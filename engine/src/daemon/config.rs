@@ -1,0 +1,604 @@
+//! The TOML configuration of `forewarn serve` (see `docs/daemon.md`).
+//!
+//! `rules` and `[engine]` are read exactly as by `forewarn run` (plus `shards`,
+//! `max-payload-bytes`, `heartbeat` and `queue`); `[mqtt]`, `[[subscription]]`, `[http]` and
+//! `[output]` describe the live side. Every problem is reported together.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::{parse_zone, ConfigError, RawEngine};
+use crate::engine::EngineConfig;
+use crate::time::{parse_duration, Zone};
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawServe {
+    rules: String,
+    #[serde(default)]
+    engine: RawServeEngine,
+    mqtt: Option<RawMqtt>,
+    #[serde(default, rename = "subscription")]
+    subscriptions: Vec<RawSubscription>,
+    http: Option<RawHttp>,
+    #[serde(default)]
+    output: RawServeOutput,
+}
+
+/// `[engine]`: the fields of `forewarn run`'s `[engine]` plus the daemon's own.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawServeEngine {
+    clock: Option<String>,
+    watermark_delay: Option<String>,
+    display_zone: Option<String>,
+    future_skew: Option<String>,
+    max_age: Option<String>,
+    delayed_after: Option<String>,
+    #[serde(default)]
+    require_known_entities: bool,
+    shards: Option<usize>,
+    max_payload_bytes: Option<usize>,
+    heartbeat: Option<String>,
+    queue: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawMqtt {
+    host: Option<String>,
+    port: Option<u16>,
+    client_id: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    keep_alive: Option<String>,
+    clean_session: Option<bool>,
+    reconnect_min: Option<String>,
+    reconnect_max: Option<String>,
+    tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawTls {
+    ca_file: String,
+    client_cert: Option<String>,
+    client_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawSubscription {
+    topic: String,
+    format: Option<String>,
+    feed: Option<String>,
+    time_zone: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawHttp {
+    listen: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawServeOutput {
+    warnings: Option<String>,
+    status: Option<String>,
+    dead_letter: Option<String>,
+    mqtt: Option<RawOutputMqtt>,
+    #[serde(default)]
+    webhook: Vec<RawWebhook>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawOutputMqtt {
+    prefix: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawWebhook {
+    url: String,
+    retries: Option<u32>,
+    timeout: Option<String>,
+    queue: Option<usize>,
+}
+
+/// MQTT connection settings (intake and output use two connections with these settings; the
+/// output one's client id gets `-out` appended).
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    /// Broker host.
+    pub host: String,
+    /// Broker port (default 1883, 8883 with TLS).
+    pub port: u16,
+    /// Fixed client id: with `clean-session = false` the broker keeps the session (and the
+    /// QoS 1 messages published while forewarn is away) under this id.
+    pub client_id: String,
+    /// User name, if the broker wants one.
+    pub username: Option<String>,
+    /// Password.
+    pub password: Option<String>,
+    /// Keep-alive interval.
+    pub keep_alive: Duration,
+    /// `false` (default): a persistent session.
+    pub clean_session: bool,
+    /// First reconnect delay; doubles up to `reconnect_max`.
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay.
+    pub reconnect_max: Duration,
+    /// TLS, if configured.
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS settings (rustls).
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// PEM file with the CA certificate(s) to trust.
+    pub ca_file: PathBuf,
+    /// PEM client certificate and key, for brokers that authenticate clients by certificate.
+    pub client_auth: Option<(PathBuf, PathBuf)>,
+}
+
+/// One part of a topic template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicPart {
+    /// A literal level.
+    Lit(String),
+    /// `{entity}`: the level names the entity.
+    Entity,
+    /// `{feed}`: the level names the feed.
+    Feed,
+    /// `+`: any one level, ignored.
+    Any,
+    /// `#` (last): any remaining levels, ignored.
+    Rest,
+}
+
+/// A topic template such as `gauges/{entity}/{feed}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicTemplate {
+    /// The template as written.
+    pub text: String,
+    /// Its levels.
+    pub parts: Vec<TopicPart>,
+}
+
+impl TopicTemplate {
+    /// Parse a template; `{entity}` and `{feed}` must each fill a whole level.
+    pub fn parse(text: &str) -> Result<TopicTemplate, String> {
+        if text.is_empty() {
+            return Err("empty topic".into());
+        }
+        let levels: Vec<&str> = text.split('/').collect();
+        let mut parts = Vec::with_capacity(levels.len());
+        for (i, l) in levels.iter().enumerate() {
+            let p = match *l {
+                "{entity}" => TopicPart::Entity,
+                "{feed}" => TopicPart::Feed,
+                "+" => TopicPart::Any,
+                "#" if i + 1 == levels.len() => TopicPart::Rest,
+                l if l.contains(['{', '}', '+', '#']) => {
+                    return Err(format!(
+                        "level {l:?}: placeholders ({{entity}}, {{feed}}) and wildcards (+, #) \
+                         must fill a whole level, and # must be last"
+                    ))
+                }
+                l => TopicPart::Lit(l.to_string()),
+            };
+            parts.push(p);
+        }
+        let n = |want: &TopicPart| parts.iter().filter(|p| *p == want).count();
+        if n(&TopicPart::Entity) > 1 || n(&TopicPart::Feed) > 1 {
+            return Err("{entity} and {feed} may appear once each".into());
+        }
+        Ok(TopicTemplate {
+            text: text.to_string(),
+            parts,
+        })
+    }
+
+    /// The MQTT subscription filter (placeholders become `+`).
+    pub fn filter(&self) -> String {
+        self.parts
+            .iter()
+            .map(|p| match p {
+                TopicPart::Lit(s) => s.as_str(),
+                TopicPart::Entity | TopicPart::Feed | TopicPart::Any => "+",
+                TopicPart::Rest => "#",
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    /// Match a topic: `Some((entity, feed))` from the placeholders when it matches.
+    pub fn matches<'t>(&self, topic: &'t str) -> Option<(Option<&'t str>, Option<&'t str>)> {
+        let mut levels = topic.split('/');
+        let (mut entity, mut feed) = (None, None);
+        for p in &self.parts {
+            if *p == TopicPart::Rest {
+                return Some((entity, feed));
+            }
+            let l = levels.next()?;
+            match p {
+                TopicPart::Lit(s) if s != l => return None,
+                TopicPart::Entity if !l.is_empty() => entity = Some(l),
+                TopicPart::Feed if !l.is_empty() => feed = Some(l),
+                TopicPart::Entity | TopicPart::Feed => return None,
+                _ => {}
+            }
+        }
+        levels.next().is_none().then_some((entity, feed))
+    }
+}
+
+/// Payload formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadFormat {
+    /// One reading object or an array of them (a batch), as in JSON Lines sources.
+    Json,
+    /// SenML (RFC 8428) JSON: one pack (array of records) is a batch.
+    Senml,
+}
+
+/// One `[[subscription]]`.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    /// The topic template.
+    pub topic: TopicTemplate,
+    /// Payload format.
+    pub format: PayloadFormat,
+    /// Feed for readings whose topic and payload name none.
+    pub feed: Option<String>,
+    /// Zone for timestamps without an offset.
+    pub time_zone: Option<Zone>,
+}
+
+/// A webhook receiving every warning record (JSON POST).
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// URL.
+    pub url: String,
+    /// Retries after the first attempt (exponential backoff from 200 ms).
+    pub retries: u32,
+    /// Timeout of one attempt.
+    pub timeout: Duration,
+    /// Bounded queue: when full, new warnings for this webhook are dropped and counted.
+    pub queue: usize,
+}
+
+/// Outputs of the daemon.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOutput {
+    /// Warning records as JSON Lines.
+    pub warnings: Option<PathBuf>,
+    /// Data-status events as JSON Lines.
+    pub status: Option<PathBuf>,
+    /// Dead letters as JSON Lines.
+    pub dead_letter: Option<PathBuf>,
+    /// MQTT topic prefix for warnings, levels, status, dead letters and liveness
+    /// (`None` = no MQTT output).
+    pub mqtt_prefix: Option<String>,
+    /// Webhooks.
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// A validated `forewarn serve` configuration.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The rule file.
+    pub rules: PathBuf,
+    /// Engine settings (as `forewarn run`).
+    pub engine: EngineConfig,
+    /// Display zone of output records.
+    pub display_zone: Zone,
+    /// Evaluator threads (default: the number of cores).
+    pub shards: usize,
+    /// Larger MQTT payloads are dead-lettered as `too_large` (default 1 MiB).
+    pub max_payload_bytes: usize,
+    /// Period of the liveness heartbeat (default 30 s).
+    pub heartbeat: Duration,
+    /// Capacity of each bounded channel (intake → shard, shards → sink), in messages.
+    pub queue: usize,
+    /// The broker.
+    pub mqtt: Option<MqttConfig>,
+    /// What to subscribe to.
+    pub subscriptions: Vec<Subscription>,
+    /// HTTP listen address (`/healthz`, `/metrics`, `/warnings`); port 0 picks a free one.
+    pub http: Option<SocketAddr>,
+    /// Outputs.
+    pub output: ServeOutput,
+}
+
+fn dur(problems: &mut Vec<String>, key: &str, v: &Option<String>, default: Duration) -> Duration {
+    match v {
+        None => default,
+        Some(s) => match parse_duration(s) {
+            Some(ms) if ms >= 0 => Duration::from_millis(ms as u64),
+            _ => {
+                problems.push(format!(
+                    "{key}: {s:?} is not a duration (e.g. 500ms, 30s, 5m)"
+                ));
+                default
+            }
+        },
+    }
+}
+
+impl ServeConfig {
+    /// Read and validate a configuration file.
+    pub fn load(path: &Path) -> Result<ServeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parse configuration text; `path` locates relative paths and names the file in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<ServeConfig, ConfigError> {
+        let raw: RawServe = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let rel = |p: &str| base.join(p);
+        let mut problems = Vec::new();
+        let e = &raw.engine;
+        let (engine, display_zone) = RawEngine {
+            clock: e.clock.clone(),
+            watermark_delay: e.watermark_delay.clone(),
+            display_zone: e.display_zone.clone(),
+            future_skew: e.future_skew.clone(),
+            max_age: e.max_age.clone(),
+            delayed_after: e.delayed_after.clone(),
+            require_known_entities: e.require_known_entities,
+        }
+        .resolve(&mut problems);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let shards = e.shards.unwrap_or(cores);
+        if shards == 0 || shards > 256 {
+            problems.push(format!("engine.shards: {shards} is not in 1 ..= 256"));
+        }
+        let queue = e.queue.unwrap_or(1024);
+        if queue == 0 {
+            problems.push("engine.queue: must be at least 1".into());
+        }
+        let heartbeat = dur(
+            &mut problems,
+            "engine.heartbeat",
+            &e.heartbeat,
+            Duration::from_secs(30),
+        );
+        let mqtt = raw.mqtt.as_ref().map(|m| {
+            let tls = m.tls.as_ref().map(|t| TlsConfig {
+                ca_file: rel(&t.ca_file),
+                client_auth: match (&t.client_cert, &t.client_key) {
+                    (Some(c), Some(k)) => Some((rel(c), rel(k))),
+                    (None, None) => None,
+                    _ => {
+                        problems
+                            .push("mqtt.tls: client-cert and client-key go together".to_string());
+                        None
+                    }
+                },
+            });
+            MqttConfig {
+                host: m.host.clone().unwrap_or_else(|| "127.0.0.1".into()),
+                port: m.port.unwrap_or(if tls.is_some() { 8883 } else { 1883 }),
+                client_id: m.client_id.clone().unwrap_or_else(|| "forewarn".into()),
+                username: m.username.clone(),
+                password: m.password.clone(),
+                keep_alive: dur(
+                    &mut problems,
+                    "mqtt.keep-alive",
+                    &m.keep_alive,
+                    Duration::from_secs(30),
+                ),
+                clean_session: m.clean_session.unwrap_or(false),
+                reconnect_min: dur(
+                    &mut problems,
+                    "mqtt.reconnect-min",
+                    &m.reconnect_min,
+                    Duration::from_millis(500),
+                ),
+                reconnect_max: dur(
+                    &mut problems,
+                    "mqtt.reconnect-max",
+                    &m.reconnect_max,
+                    Duration::from_secs(30),
+                ),
+                tls,
+            }
+        });
+        if let Some(m) = &mqtt {
+            if m.client_id.is_empty() {
+                problems.push("mqtt.client-id: a persistent session needs a client id".into());
+            }
+            if m.keep_alive < Duration::from_secs(1) {
+                problems.push("mqtt.keep-alive: at least 1s".into());
+            }
+        }
+        let mut subscriptions = Vec::new();
+        for s in &raw.subscriptions {
+            let topic = match TopicTemplate::parse(&s.topic) {
+                Ok(t) => t,
+                Err(e) => {
+                    problems.push(format!("subscription {:?}: {e}", s.topic));
+                    continue;
+                }
+            };
+            let format = match s.format.as_deref() {
+                None | Some("json") => PayloadFormat::Json,
+                Some("senml") => PayloadFormat::Senml,
+                Some(other) => {
+                    problems.push(format!(
+                        "subscription {:?}: format {other:?} is neither json nor senml",
+                        s.topic
+                    ));
+                    continue;
+                }
+            };
+            if s.feed.is_some() && topic.parts.contains(&TopicPart::Feed) {
+                problems.push(format!(
+                    "subscription {:?}: give either a {{feed}} placeholder or `feed`, not both",
+                    s.topic
+                ));
+            }
+            let time_zone = parse_zone(
+                &mut problems,
+                &format!("subscription {:?}: time-zone", s.topic),
+                &s.time_zone,
+            );
+            subscriptions.push(Subscription {
+                topic,
+                format,
+                feed: s.feed.clone(),
+                time_zone,
+            });
+        }
+        if !subscriptions.is_empty() && mqtt.is_none() {
+            problems.push("[[subscription]] needs an [mqtt] broker".into());
+        }
+        if mqtt.is_some() && subscriptions.is_empty() {
+            problems.push("[mqtt] without any [[subscription]]".into());
+        }
+        let http = raw.http.as_ref().and_then(|h| match h.listen.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                problems.push(format!(
+                    "http.listen: {:?} is not an address like 127.0.0.1:9464",
+                    h.listen
+                ));
+                None
+            }
+        });
+        let o = &raw.output;
+        let mqtt_prefix = o.mqtt.as_ref().map(|m| {
+            let p = m.prefix.clone().unwrap_or_else(|| "forewarn".into());
+            if p.is_empty() || p.contains(['+', '#']) || p.ends_with('/') {
+                problems.push(format!(
+                    "output.mqtt.prefix: {p:?} must be a non-empty topic without wildcards or a trailing /"
+                ));
+            }
+            p
+        });
+        if mqtt_prefix.is_some() && mqtt.is_none() {
+            problems.push("[output.mqtt] needs an [mqtt] broker".into());
+        }
+        let webhooks = o
+            .webhook
+            .iter()
+            .map(|w| WebhookConfig {
+                url: w.url.clone(),
+                retries: w.retries.unwrap_or(5),
+                timeout: dur(
+                    &mut problems,
+                    "output.webhook.timeout",
+                    &w.timeout,
+                    Duration::from_secs(5),
+                ),
+                queue: w.queue.unwrap_or(1000).max(1),
+            })
+            .collect();
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems,
+            });
+        }
+        Ok(ServeConfig {
+            rules: rel(&raw.rules),
+            engine,
+            display_zone,
+            shards,
+            max_payload_bytes: e.max_payload_bytes.unwrap_or(1 << 20),
+            heartbeat,
+            queue,
+            mqtt,
+            subscriptions,
+            http,
+            output: ServeOutput {
+                warnings: o.warnings.as_deref().map(rel),
+                status: o.status.as_deref().map(rel),
+                dead_letter: o.dead_letter.as_deref().map(rel),
+                mqtt_prefix,
+                webhooks,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_match_and_filter() {
+        let t = TopicTemplate::parse("gauges/{entity}/{feed}").unwrap();
+        assert_eq!(t.filter(), "gauges/+/+");
+        assert_eq!(
+            t.matches("gauges/G1/rain"),
+            Some((Some("G1"), Some("rain")))
+        );
+        assert_eq!(t.matches("gauges/G1"), None);
+        assert_eq!(t.matches("gauges/G1/rain/x"), None);
+        assert_eq!(t.matches("other/G1/rain"), None);
+        let t = TopicTemplate::parse("harvey/#").unwrap();
+        assert_eq!(t.filter(), "harvey/#");
+        assert_eq!(t.matches("harvey/a/b"), Some((None, None)));
+        assert!(TopicTemplate::parse("a/x{entity}").is_err());
+        assert!(TopicTemplate::parse("a/#/b").is_err());
+    }
+
+    #[test]
+    fn a_full_config_parses_and_problems_are_listed() {
+        let text = r#"
+rules = "r.rules"
+[engine]
+clock = "wall"
+shards = 2
+heartbeat = "5s"
+[mqtt]
+host = "broker"
+client-id = "fw"
+[[subscription]]
+topic = "gauges/{entity}/{feed}"
+[[subscription]]
+topic = "senml/{entity}"
+format = "senml"
+feed = "rain"
+[http]
+listen = "127.0.0.1:0"
+[output]
+warnings = "out/w.jsonl"
+[output.mqtt]
+prefix = "fw"
+[[output.webhook]]
+url = "http://127.0.0.1:1/hook"
+"#;
+        let c = ServeConfig::parse(text, Path::new("/etc/fw/serve.toml")).unwrap();
+        assert_eq!(c.shards, 2);
+        assert_eq!(c.mqtt.as_ref().unwrap().port, 1883);
+        assert!(!c.mqtt.as_ref().unwrap().clean_session);
+        assert_eq!(c.subscriptions[1].format, PayloadFormat::Senml);
+        assert_eq!(
+            c.output.warnings,
+            Some(PathBuf::from("/etc/fw/out/w.jsonl"))
+        );
+        let bad = "rules = \"r\"\n[engine]\nshards = 0\nclock = \"x\"\n[[subscription]]\ntopic = \"a/{x}\"\n";
+        let ConfigError::Invalid { problems, .. } =
+            ServeConfig::parse(bad, Path::new("f.toml")).unwrap_err()
+        else {
+            panic!()
+        };
+        assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+}

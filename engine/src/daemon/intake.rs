@@ -1,0 +1,680 @@
+//! MQTT intake (rumqttc's sync client in its own thread) and the output connection.
+//!
+//! The intake subscribes with QoS 1 under a fixed client id and `clean-session = false`, so
+//! the broker keeps the session while forewarn is away or reconnecting and delivers what
+//! was published meanwhile. Acks are manual: a message is acknowledged once it is decoded
+//! and handed to its shards' queues (at-least-once; a redelivered reading is an identical
+//! duplicate, which the engine counts and ignores).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use crossbeam_channel::Sender;
+use forewarn_rules::ir::{FeedId, Millis, Plan};
+use rumqttc::{
+    Client, Connection, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, RecvTimeoutError,
+    TlsConfiguration, Transport,
+};
+use serde_json::Value as Json;
+
+use super::config::{MqttConfig, PayloadFormat, ServeConfig, Subscription};
+use super::shard::{Origin, Router};
+use super::sink::{SinkMsg, MAX_DEAD_RAW};
+use super::{now_ms, sleep_unless, Shared};
+use crate::record::RejectReason;
+use crate::source::{decode_json_payload, DeadLetter, Decoded, DecodedValue, JsonContext};
+
+/// The largest MQTT packet rumqttc accepts: the protocol maximum. Oversize payloads must
+/// reach forewarn to be dead-lettered; a smaller client limit would drop the connection and
+/// the broker would redeliver the same message forever. Bound sizes at the broker
+/// (`message_size_limit`) and with `max-payload-bytes`.
+const MQTT_MAX_PACKET: usize = 268_435_455;
+
+/// rumqttc options shared by the intake and the output connection.
+pub(crate) fn mqtt_options(m: &MqttConfig, client_id: &str) -> anyhow::Result<MqttOptions> {
+    let mut o = MqttOptions::new(client_id, m.host.clone(), m.port);
+    o.set_keep_alive(m.keep_alive);
+    o.set_clean_session(m.clean_session);
+    o.set_max_packet_size(MQTT_MAX_PACKET, MQTT_MAX_PACKET);
+    if let (Some(u), p) = (&m.username, &m.password) {
+        o.set_credentials(u.clone(), p.clone().unwrap_or_default());
+    }
+    if let Some(tls) = &m.tls {
+        let ca = std::fs::read(&tls.ca_file)
+            .with_context(|| format!("read mqtt.tls.ca-file {}", tls.ca_file.display()))?;
+        let client_auth = match &tls.client_auth {
+            Some((c, k)) => Some((
+                std::fs::read(c).with_context(|| format!("read {}", c.display()))?,
+                std::fs::read(k).with_context(|| format!("read {}", k.display()))?,
+            )),
+            None => None,
+        };
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+            ca,
+            alpn: None,
+            client_auth,
+        }));
+    }
+    Ok(o)
+}
+
+/// The output connection's event loop, in its own thread: says `online` (retained) on every
+/// connect, publishes the heartbeat, reconnects with backoff. Its Last Will is `offline`.
+pub(crate) struct OutputConnection {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<()>,
+}
+
+impl OutputConnection {
+    pub(crate) fn start(
+        m: &MqttConfig,
+        prefix: &str,
+        heartbeat: Duration,
+        shared: Arc<Shared>,
+    ) -> anyhow::Result<(Client, OutputConnection)> {
+        let mut o = mqtt_options(m, &format!("{}-out", m.client_id))?;
+        let status = format!("{prefix}/status");
+        o.set_last_will(LastWill::new(&status, "offline", QoS::AtLeastOnce, true));
+        o.set_inflight(256);
+        let (client, conn) = Client::new(o, 1024);
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = {
+            let client = client.clone();
+            let stop = Arc::clone(&stop);
+            let (min, max) = (m.reconnect_min, m.reconnect_max);
+            let hb_topic = format!("{prefix}/heartbeat");
+            std::thread::Builder::new()
+                .name("fw-mqtt-out".into())
+                .spawn(move || {
+                    run_output(
+                        conn, client, status, hb_topic, heartbeat, min, max, shared, stop,
+                    )
+                })
+                .context("spawn mqtt output thread")?
+        };
+        Ok((client, OutputConnection { stop, handle }))
+    }
+
+    /// Wait for the queued publishes and the disconnect to go out (at most `timeout`).
+    pub(crate) fn finish(self, timeout: Duration) {
+        let end = Instant::now() + timeout;
+        while !self.handle.is_finished() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.handle.join();
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_output(
+    mut conn: Connection,
+    client: Client,
+    status: String,
+    hb_topic: String,
+    heartbeat: Duration,
+    min: Duration,
+    max: Duration,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut backoff = min;
+    let mut next_beat = Instant::now() + heartbeat;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        match conn.recv_timeout(Duration::from_millis(500)) {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                shared.output_connected.store(true, Ordering::Relaxed);
+                shared.output_connects.fetch_add(1, Ordering::Relaxed);
+                backoff = min;
+                let _ = client.try_publish(&status, QoS::AtLeastOnce, true, "online");
+            }
+            Ok(Ok(Event::Outgoing(Outgoing::Disconnect))) => break,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                if shared.output_connected.swap(false, Ordering::Relaxed) {
+                    eprintln!("forewarn serve: mqtt output connection lost: {e}");
+                }
+                shared.output_errors.fetch_add(1, Ordering::Relaxed);
+                if sleep_unless(&stop, backoff) {
+                    break;
+                }
+                backoff = (backoff * 2).min(max);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if Instant::now() >= next_beat {
+            next_beat = Instant::now() + heartbeat;
+            if shared.output_connected.load(Ordering::Relaxed) {
+                let c = shared.counters();
+                let watermark = super::lock(&shared.snapshots)
+                    .iter()
+                    .filter_map(|s| s.watermark)
+                    .min();
+                let beat = serde_json::json!({
+                    "status": "online",
+                    "time": crate::time::Zone::default().format(now_ms()).replace("+00:00", "Z"),
+                    "uptime_s": shared.started.elapsed().as_secs(),
+                    "readings": c.read,
+                    "accepted": c.accepted,
+                    "watermark": watermark.map(|w| crate::time::Zone::default().format(w).replace("+00:00", "Z")),
+                });
+                let _ = client.try_publish(&hb_topic, QoS::AtMostOnce, true, beat.to_string());
+            }
+        }
+    }
+    shared.output_connected.store(false, Ordering::Relaxed);
+}
+
+/// Start the intake thread.
+pub(crate) fn start(
+    m: &MqttConfig,
+    cfg: &ServeConfig,
+    router: Router,
+    sink: Sender<SinkMsg>,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<JoinHandle<()>> {
+    let mut o = mqtt_options(m, &m.client_id)?;
+    o.set_manual_acks(true);
+    let (client, conn) = Client::new(o, 4096);
+    let intake = Intake {
+        client,
+        subs: cfg.subscriptions.clone(),
+        max_payload: cfg.max_payload_bytes,
+        router,
+        sink,
+        shared,
+        stop,
+        min: m.reconnect_min,
+        max: m.reconnect_max,
+        seq: 0,
+        stream_time: None,
+    };
+    std::thread::Builder::new()
+        .name("fw-intake".into())
+        .spawn(move || intake.run(conn))
+        .context("spawn intake thread")
+}
+
+struct Intake {
+    client: Client,
+    subs: Vec<Subscription>,
+    max_payload: usize,
+    router: Router,
+    sink: Sender<SinkMsg>,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+    min: Duration,
+    max: Duration,
+    seq: u64,
+    stream_time: Option<Millis>,
+}
+
+impl Intake {
+    fn run(mut self, mut conn: Connection) {
+        let mut backoff = self.min;
+        let mut subscribed = false;
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            match conn.recv_timeout(Duration::from_millis(500)) {
+                Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
+                    let n = self.shared.intake_connects.fetch_add(1, Ordering::Relaxed);
+                    self.shared.intake_connected.store(true, Ordering::Relaxed);
+                    if n > 0 {
+                        eprintln!(
+                            "forewarn serve: mqtt reconnected (session present: {})",
+                            ack.session_present
+                        );
+                    }
+                    backoff = self.min;
+                    // A resumed session keeps its subscriptions; subscribing again would make
+                    // the broker resend retained messages.
+                    if !subscribed || !ack.session_present {
+                        for s in &self.subs {
+                            let _ = self
+                                .client
+                                .try_subscribe(s.topic.filter(), QoS::AtLeastOnce);
+                        }
+                        subscribed = true;
+                    }
+                }
+                Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                    if self.handle(&p.topic, &p.payload).is_err() {
+                        break; // the shards are gone: shutting down
+                    }
+                    if p.qos != QoS::AtMostOnce && self.client.try_ack(&p).is_err() {
+                        self.shared.ack_failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    if self.shared.intake_connected.swap(false, Ordering::Relaxed) {
+                        eprintln!("forewarn serve: mqtt intake connection lost: {e}");
+                    }
+                    self.shared.intake_errors.fetch_add(1, Ordering::Relaxed);
+                    if sleep_unless(&self.stop, backoff) {
+                        break;
+                    }
+                    backoff = (backoff * 2).min(self.max);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        // Leave the session to the broker: it queues what is published until we are back.
+        if self.shared.intake_connected.load(Ordering::Relaxed) {
+            let _ = self.client.try_disconnect();
+            let end = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < end {
+                match conn.recv_timeout(Duration::from_millis(200)) {
+                    Ok(Ok(Event::Outgoing(Outgoing::Disconnect))) | Ok(Err(_)) | Err(_) => break,
+                    Ok(Ok(_)) => {}
+                }
+            }
+        }
+        self.shared.intake_connected.store(false, Ordering::Relaxed);
+    }
+
+    fn dead(&self, d: DeadLetter) -> Result<(), ()> {
+        self.shared.count_intake_rejection(d.reason);
+        self.sink.send(SinkMsg::Dead(d)).map_err(|_| ())
+    }
+
+    /// Decode one message and route its readings; bad input is dead-lettered.
+    fn handle(&mut self, topic: &str, payload: &[u8]) -> Result<(), ()> {
+        let received = Instant::now();
+        self.seq += 1;
+        let seq = self.seq;
+        self.shared.messages.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .bytes
+            .fetch_add(payload.len() as u64, Ordering::Relaxed);
+        let letter = |reason: RejectReason, detail: String, raw: &[u8]| DeadLetter {
+            source: topic.to_string(),
+            line: seq,
+            reason,
+            detail,
+            entity: None,
+            feed: None,
+            ts: None,
+            value: None,
+            raw: raw.to_vec(),
+        };
+        if payload.len() > self.max_payload {
+            let keep = &payload[..payload.len().min(MAX_DEAD_RAW)];
+            return self.dead(letter(
+                RejectReason::TooLarge,
+                format!(
+                    "payload of {} bytes is over max-payload-bytes = {} (first {} bytes kept)",
+                    payload.len(),
+                    self.max_payload,
+                    keep.len()
+                ),
+                keep,
+            ));
+        }
+        let Some((sub, t_entity, t_feed)) = self
+            .subs
+            .iter()
+            .find_map(|s| s.topic.matches(topic).map(|(e, f)| (s, e, f)))
+        else {
+            return self.dead(letter(
+                RejectReason::UnknownTopic,
+                format!("no subscription template matches topic {topic:?}"),
+                payload,
+            ));
+        };
+        let text = match std::str::from_utf8(payload) {
+            Ok(t) => t,
+            Err(_) => {
+                return self.dead(letter(
+                    RejectReason::Malformed,
+                    "payload is not UTF-8 text".into(),
+                    payload,
+                ))
+            }
+        };
+        let plan = Arc::clone(&self.shared.plan);
+        let fixed = sub.feed.as_deref();
+        let resolve =
+            |entity: &str, named: Option<&str>| -> Result<FeedId, (RejectReason, String)> {
+                resolve_feed(&plan, entity, named.or(t_feed), fixed)
+            };
+        let mut decoded = Vec::new();
+        let mut dead = Vec::new();
+        match sub.format {
+            PayloadFormat::Json => {
+                let cx = JsonContext {
+                    source: topic,
+                    line: seq,
+                    time_zone: sub.time_zone.as_ref(),
+                    entity: t_entity,
+                    resolve: &resolve,
+                };
+                decode_json_payload(text, payload, &cx, &mut decoded, &mut dead);
+            }
+            PayloadFormat::Senml => {
+                let cx = SenmlContext {
+                    source: topic,
+                    line: seq,
+                    entity: t_entity,
+                    default_feed: t_feed.or(fixed),
+                    plan: &plan,
+                    now: now_ms(),
+                };
+                decode_senml(text, payload, &cx, &mut decoded, &mut dead);
+            }
+        }
+        for d in dead {
+            self.dead(d)?;
+        }
+        if decoded.is_empty() {
+            return Ok(());
+        }
+        let newest = decoded.iter().map(|d| d.ts).max();
+        self.stream_time = self.stream_time.max(newest);
+        let origin = Arc::new(Origin {
+            topic: topic.to_string(),
+            seq,
+            payload: payload.to_vec(),
+        });
+        self.router
+            .route(decoded, origin, received, self.stream_time)
+            .map_err(|_| ())
+    }
+}
+
+/// The feed of a reading: the one it (or its topic) names, else the subscription's.
+fn resolve_feed(
+    plan: &Plan,
+    entity: &str,
+    named: Option<&str>,
+    fixed: Option<&str>,
+) -> Result<FeedId, (RejectReason, String)> {
+    match named.or(fixed) {
+        Some(n) => plan.feed_by_name(n).ok_or_else(|| {
+            (
+                RejectReason::UnknownFeed,
+                format!("feed {n:?} is not declared in the rules"),
+            )
+        }),
+        None => Err((
+            RejectReason::UnknownEntity,
+            format!("no feed is named for entity {entity:?} (payload, topic or subscription)"),
+        )),
+    }
+}
+
+/// How to read a SenML pack (see `docs/daemon.md`).
+pub(crate) struct SenmlContext<'a> {
+    pub(crate) source: &'a str,
+    pub(crate) line: u64,
+    /// Entity from the topic: then a record's name is the feed.
+    pub(crate) entity: Option<&'a str>,
+    /// Feed from the topic or the subscription, for records whose name gives none.
+    pub(crate) default_feed: Option<&'a str>,
+    pub(crate) plan: &'a Plan,
+    /// Receipt time (UTC ms): SenML times below 2²⁸ s are relative to it.
+    pub(crate) now: Millis,
+}
+
+/// Decode a SenML (RFC 8428) JSON pack: base fields `bn`, `bt`, `bu`, `bv` carry over to the
+/// following records; name = `bn` + `n`; time = `bt` + `t` seconds (absolute when ≥ 2²⁸,
+/// else relative to receipt); value `v` (+ `bv`) or `vs` (a number as text). Each record is a
+/// reading of one batch; bad records are dead-lettered and the rest kept.
+pub(crate) fn decode_senml(
+    text: &str,
+    raw: &[u8],
+    cx: &SenmlContext<'_>,
+    decoded: &mut Vec<Decoded>,
+    dead: &mut Vec<DeadLetter>,
+) {
+    let letter = |reason: RejectReason, detail: String, raw: Vec<u8>| DeadLetter {
+        source: cx.source.to_string(),
+        line: cx.line,
+        reason,
+        detail,
+        entity: None,
+        feed: None,
+        ts: None,
+        value: None,
+        raw,
+    };
+    let records = match serde_json::from_str::<Json>(text) {
+        Ok(Json::Array(a)) => a,
+        Ok(_) => {
+            dead.push(letter(
+                RejectReason::Malformed,
+                "a SenML pack must be a JSON array of records".into(),
+                raw.to_vec(),
+            ));
+            return;
+        }
+        Err(e) => {
+            dead.push(letter(
+                RejectReason::Malformed,
+                format!("invalid JSON: {e}"),
+                raw.to_vec(),
+            ));
+            return;
+        }
+    };
+    let (mut bn, mut bt, mut bu, mut bv) = (String::new(), 0.0f64, None::<String>, 0.0f64);
+    for rec in &records {
+        let rec_raw = || rec.to_string().into_bytes();
+        let Json::Object(map) = rec else {
+            dead.push(letter(
+                RejectReason::Malformed,
+                "a SenML record must be a JSON object".into(),
+                rec_raw(),
+            ));
+            continue;
+        };
+        let num = |k: &str| -> Result<Option<f64>, String> {
+            match map.get(k) {
+                None => Ok(None),
+                Some(Json::Number(n)) => Ok(n.as_f64()),
+                Some(other) => Err(format!("SenML field {k:?} must be a number, not {other}")),
+            }
+        };
+        let text_field = |k: &str| -> Result<Option<String>, String> {
+            match map.get(k) {
+                None => Ok(None),
+                Some(Json::String(s)) => Ok(Some(s.clone())),
+                Some(other) => Err(format!("SenML field {k:?} must be a string, not {other}")),
+            }
+        };
+        let bases = (|| -> Result<(), String> {
+            if let Some(s) = text_field("bn")? {
+                bn = s;
+            }
+            if let Some(x) = num("bt")? {
+                bt = x;
+            }
+            if let Some(s) = text_field("bu")? {
+                bu = Some(s);
+            }
+            if let Some(x) = num("bv")? {
+                bv = x;
+            }
+            Ok(())
+        })();
+        if let Err(e) = bases {
+            dead.push(letter(RejectReason::Malformed, e, rec_raw()));
+            continue;
+        }
+        let record = (|| -> Result<Decoded, (RejectReason, String)> {
+            let wrong = |e: String| (RejectReason::Malformed, e);
+            let name = format!(
+                "{bn}{}",
+                text_field("n").map_err(wrong)?.unwrap_or_default()
+            );
+            let (entity, feed_name) = match cx.entity {
+                Some(e) => (e.to_string(), (!name.is_empty()).then_some(name.clone())),
+                None => {
+                    if name.is_empty() {
+                        return Err((
+                            RejectReason::MissingField,
+                            "SenML record without a name (bn + n) and no {entity} in the topic"
+                                .into(),
+                        ));
+                    }
+                    match name.rfind(['/', ':']) {
+                        Some(i) => {
+                            let (e, f) = (&name[..i], &name[i + 1..]);
+                            (e.to_string(), (!f.is_empty()).then(|| f.to_string()))
+                        }
+                        None => (name.clone(), None),
+                    }
+                }
+            };
+            let feed = resolve_feed(cx.plan, &entity, feed_name.as_deref(), cx.default_feed)?;
+            let unit = text_field("u").map_err(wrong)?.or_else(|| bu.clone());
+            if let Some(u) = unit {
+                let declared = &cx.plan.feeds[feed].declared_unit;
+                if !u.is_empty() && u != *declared {
+                    return Err((
+                        RejectReason::Malformed,
+                        format!(
+                            "unit {u:?} is not the unit of feed {} ({declared:?})",
+                            cx.plan.feeds[feed].name
+                        ),
+                    ));
+                }
+            }
+            let t = bt + num("t").map_err(wrong)?.unwrap_or(0.0);
+            if !t.is_finite() {
+                return Err((
+                    RejectReason::BadTimestamp,
+                    format!("time {t} is not finite"),
+                ));
+            }
+            let ts = if t.abs() >= (1u64 << 28) as f64 {
+                (t * 1000.0).round() as Millis
+            } else {
+                cx.now + (t * 1000.0).round() as Millis
+            };
+            let value = match (num("v").map_err(wrong)?, map.get("vs"), map.get("vb")) {
+                (Some(v), _, _) => DecodedValue::Num(v + bv),
+                (None, Some(Json::String(s)), _) => DecodedValue::Text(s.clone()),
+                (None, Some(other), _) => {
+                    return Err((
+                        RejectReason::Malformed,
+                        format!("SenML field \"vs\" must be a string, not {other}"),
+                    ))
+                }
+                (None, None, Some(b)) => {
+                    return Err((
+                        RejectReason::NotNumeric,
+                        format!("boolean value {b} is not a number"),
+                    ))
+                }
+                (None, None, None) => {
+                    return Err((
+                        RejectReason::MissingField,
+                        "SenML record without a value (v or vs)".into(),
+                    ))
+                }
+            };
+            Ok(Decoded {
+                entity,
+                feed,
+                ts,
+                value,
+            })
+        })();
+        match record {
+            Ok(d) => decoded.push(d),
+            Err((reason, detail)) => dead.push(letter(reason, detail, rec_raw())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use forewarn_rules::{compile, TableData, TableLoader};
+
+    struct NoTables;
+    impl TableLoader for NoTables {
+        fn load(&self, path: &str) -> Result<TableData, String> {
+            Err(format!("no table {path}"))
+        }
+    }
+
+    fn plan() -> Plan {
+        let src = "feed rain: depth mm\nfeed stage: level m\nrule wet on rain:\n  warn when sum(rain, 1h) >= 10 mm\n";
+        compile(src, "t.rules", &NoTables)
+            .map_err(|d| d.render(false))
+            .unwrap()
+            .plan
+    }
+
+    fn senml(
+        text: &str,
+        entity: Option<&str>,
+        feed: Option<&str>,
+    ) -> (Vec<Decoded>, Vec<DeadLetter>) {
+        let plan = plan();
+        let cx = SenmlContext {
+            source: "t",
+            line: 1,
+            entity,
+            default_feed: feed,
+            plan: &plan,
+            now: 1_000_000,
+        };
+        let (mut d, mut e) = (Vec::new(), Vec::new());
+        decode_senml(text, text.as_bytes(), &cx, &mut d, &mut e);
+        (d, e)
+    }
+
+    #[test]
+    fn senml_base_name_time_and_value() {
+        let (d, e) = senml(
+            r#"[{"bn":"G1:","bt":1.5e9,"bu":"mm","n":"rain","v":1.2,"t":0},
+                {"n":"rain","v":0.4,"t":300},
+                {"n":"stage","u":"m","vs":"2.5","t":300}]"#,
+            None,
+            None,
+        );
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(d.len(), 3);
+        assert_eq!((d[0].entity.as_str(), d[0].ts), ("G1", 1_500_000_000_000));
+        assert_eq!(d[1].ts, 1_500_000_300_000);
+        assert_eq!(d[1].value, DecodedValue::Num(0.4));
+        assert_eq!(d[2].value, DecodedValue::Text("2.5".into()));
+    }
+
+    #[test]
+    fn senml_topic_entity_relative_time_and_bad_records() {
+        let (d, e) = senml(
+            r#"[{"n":"rain","v":3,"t":-60},{"n":"rain","vb":true},{"n":"snow","v":1},{"n":"rain","u":"in","v":1},{"v":2}]"#,
+            Some("G7"),
+            Some("rain"),
+        );
+        assert_eq!(d.len(), 2, "{e:?}");
+        assert_eq!((d[0].entity.as_str(), d[0].ts), ("G7", 1_000_000 - 60_000));
+        assert_eq!(d[1].ts, 1_000_000);
+        let reasons: Vec<_> = e.iter().map(|x| x.reason).collect();
+        assert_eq!(
+            reasons,
+            vec![
+                RejectReason::NotNumeric,
+                RejectReason::UnknownFeed,
+                RejectReason::Malformed
+            ]
+        );
+        let (_, e) = senml("{\"n\":1}", None, None);
+        assert_eq!(e[0].reason, RejectReason::Malformed);
+    }
+}

@@ -1,0 +1,391 @@
+//! `forewarn serve`: the warning daemon (feature `daemon`).
+//!
+//! ```text
+//!  broker ──MQTT (QoS 1, persistent session)──▶ intake thread ── decode, route by entity/group
+//!                                                   │ bounded crossbeam channels (one per shard)
+//!                     ticker (wall clock) ────────▶ ▼
+//!                                        shard threads: one Engine each (same Plan)
+//!                                                   │ bounded channel
+//!                                                   ▼
+//!                           sink thread: MQTT publish · JSON Lines · webhook queues (own threads)
+//!  axum on its own small tokio runtime: /healthz · /metrics · /warnings (snapshots, 1 s)
+//! ```
+//!
+//! Evaluation never runs on the async runtime (style §19): the intake, the shards and the
+//! sink are plain threads; every queue between them is bounded, so a slow sink or a burst
+//! slows the intake down (and the broker keeps the QoS 1 messages) instead of growing memory.
+//! Webhooks are the exception by design: their queues drop (and count) rather than block.
+
+pub mod config;
+mod http;
+mod intake;
+mod shard;
+mod sink;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use forewarn_rules::ir::{Millis, Plan};
+
+use crate::engine::{ActiveWarning, ClockMode, Counters, Engine};
+use crate::loader::load_rules;
+use crate::record::{DataStatus, RejectReason};
+use crate::time::Zone;
+
+pub use config::ServeConfig;
+
+/// What one shard last published for `/warnings` and `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ShardSnapshot {
+    pub(crate) counters: Counters,
+    pub(crate) active: Vec<ActiveWarning>,
+    pub(crate) status: Vec<(String, String, DataStatus, Option<Millis>)>,
+    pub(crate) watermark: Option<Millis>,
+}
+
+/// Returns a queue's current length.
+pub(crate) type QueueProbe = Box<dyn Fn() -> usize + Send>;
+
+/// State shared by the threads and read by the HTTP endpoints.
+pub(crate) struct Shared {
+    pub(crate) plan: Arc<Plan>,
+    pub(crate) zone: Zone,
+    pub(crate) clock: ClockMode,
+    pub(crate) started: Instant,
+    /// MQTT messages received.
+    pub(crate) messages: AtomicU64,
+    /// Payload bytes received.
+    pub(crate) bytes: AtomicU64,
+    /// Rejections before the engine (decoding, size, topic), by [`RejectReason::index`].
+    pub(crate) intake_rejected: Vec<AtomicU64>,
+    pub(crate) intake_connected: AtomicBool,
+    pub(crate) intake_connects: AtomicU64,
+    pub(crate) intake_errors: AtomicU64,
+    pub(crate) output_connected: AtomicBool,
+    pub(crate) output_connects: AtomicU64,
+    pub(crate) output_errors: AtomicU64,
+    /// Acks that could not be queued (the broker redelivers those messages).
+    pub(crate) ack_failures: AtomicU64,
+    pub(crate) snapshots: Mutex<Vec<ShardSnapshot>>,
+    /// Reading → warning latency in microseconds (message receipt to hand-over to the sink).
+    pub(crate) latency: Mutex<hdrhistogram::Histogram<u64>>,
+    pub(crate) warnings_out: AtomicU64,
+    pub(crate) status_out: AtomicU64,
+    pub(crate) dead_out: AtomicU64,
+    pub(crate) mqtt_published: AtomicU64,
+    pub(crate) webhook_delivered: AtomicU64,
+    pub(crate) webhook_failed: AtomicU64,
+    pub(crate) webhook_dropped: AtomicU64,
+    pub(crate) webhook_retries: AtomicU64,
+    /// Queue depth probes: name and a function returning the current length.
+    pub(crate) queues: Mutex<Vec<(String, QueueProbe)>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    fn new(plan: Arc<Plan>, zone: Zone, clock: ClockMode, shards: usize) -> Shared {
+        Shared {
+            plan,
+            zone,
+            clock,
+            started: Instant::now(),
+            messages: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            intake_rejected: RejectReason::ALL
+                .iter()
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            intake_connected: AtomicBool::new(false),
+            intake_connects: AtomicU64::new(0),
+            intake_errors: AtomicU64::new(0),
+            output_connected: AtomicBool::new(false),
+            output_connects: AtomicU64::new(0),
+            output_errors: AtomicU64::new(0),
+            ack_failures: AtomicU64::new(0),
+            snapshots: Mutex::new(vec![ShardSnapshot::default(); shards]),
+            latency: Mutex::new(
+                hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                    .expect("valid histogram bounds"),
+            ),
+            warnings_out: AtomicU64::new(0),
+            status_out: AtomicU64::new(0),
+            dead_out: AtomicU64::new(0),
+            mqtt_published: AtomicU64::new(0),
+            webhook_delivered: AtomicU64::new(0),
+            webhook_failed: AtomicU64::new(0),
+            webhook_dropped: AtomicU64::new(0),
+            webhook_retries: AtomicU64::new(0),
+            queues: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub(crate) fn count_intake_rejection(&self, reason: RejectReason) {
+        self.intake_rejected[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Engine counters summed over the shards.
+    pub(crate) fn counters(&self) -> Counters {
+        let snaps = lock(&self.snapshots);
+        let mut total = Counters::default();
+        for s in snaps.iter() {
+            let c = &s.counters;
+            total.read += c.read;
+            total.accepted += c.accepted;
+            total.late += c.late;
+            total.duplicate += c.duplicate;
+            total.replaced += c.replaced;
+            total.ignored += c.ignored;
+            total.added += c.added;
+            total.coerced += c.coerced;
+            total.evaluations += c.evaluations;
+            for (t, x) in total.rejected.iter_mut().zip(c.rejected.iter()) {
+                *t += x;
+            }
+            if total.transitions.len() < c.transitions.len() {
+                total.transitions.resize(c.transitions.len(), [0; 4]);
+                total.entered.resize(c.entered.len(), Vec::new());
+            }
+            for (t, x) in total.transitions.iter_mut().zip(&c.transitions) {
+                for k in 0..4 {
+                    t[k] += x[k];
+                }
+            }
+            for (t, x) in total.entered.iter_mut().zip(&c.entered) {
+                if t.len() < x.len() {
+                    t.resize(x.len(), 0);
+                }
+                for (a, b) in t.iter_mut().zip(x) {
+                    *a += b;
+                }
+            }
+        }
+        total
+    }
+}
+
+/// Lock a mutex, recovering the data if a thread panicked while holding it.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The wall clock in UTC ms.
+pub(crate) fn now_ms() -> Millis {
+    crate::engine::system_now()
+}
+
+/// Sleep up to `d`, waking early when `stop` is set. Returns whether to stop.
+pub(crate) fn sleep_unless(stop: &AtomicBool, d: Duration) -> bool {
+    let end = Instant::now() + d;
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now >= end {
+            return false;
+        }
+        std::thread::sleep((end - now).min(Duration::from_millis(50)));
+    }
+    true
+}
+
+/// A running daemon. [`Daemon::shutdown`] stops it gracefully; [`serve`] runs one until
+/// SIGINT or SIGTERM.
+#[derive(Debug)]
+pub struct Daemon {
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+    intake: Option<JoinHandle<()>>,
+    ticker: Option<JoinHandle<()>>,
+    shards: Vec<JoinHandle<()>>,
+    sink: Option<JoinHandle<anyhow::Result<()>>>,
+    http: Option<http::HttpServer>,
+}
+
+impl Daemon {
+    /// Load the rules, connect to the broker, start every thread and the HTTP endpoints.
+    pub fn start(cfg: ServeConfig) -> anyhow::Result<Daemon> {
+        install_crypto_provider();
+        let compiled = load_rules(&cfg.rules, Default::default())
+            .map_err(|e| anyhow::anyhow!("{}", render_load_error(e)))?;
+        let plan = Arc::new(compiled.plan);
+        let shards_n = cfg.shards.max(1);
+        let shared = Arc::new(Shared::new(
+            Arc::clone(&plan),
+            cfg.display_zone,
+            cfg.engine.clock,
+            shards_n,
+        ));
+        let stop = Arc::new(AtomicBool::new(false));
+
+        // sink (and the output MQTT connection, webhooks)
+        let (sink_tx, sink_rx) = crossbeam_channel::bounded::<sink::SinkMsg>(cfg.queue);
+        {
+            let rx = sink_rx.clone();
+            lock(&shared.queues).push(("sink".into(), Box::new(move || rx.len())));
+        }
+        let sink = sink::Sink::open(&cfg, Arc::clone(&shared))?;
+        let sink_handle = std::thread::Builder::new()
+            .name("fw-sink".into())
+            .spawn(move || sink.run(sink_rx))
+            .context("spawn sink thread")?;
+
+        // shards
+        let mut shard_tx = Vec::with_capacity(shards_n);
+        let mut shards = Vec::with_capacity(shards_n);
+        for i in 0..shards_n {
+            let (tx, rx) = crossbeam_channel::bounded::<shard::ShardMsg>(cfg.queue);
+            {
+                let rx = rx.clone();
+                lock(&shared.queues).push((format!("shard{i}"), Box::new(move || rx.len())));
+            }
+            let engine = Engine::new(Arc::clone(&plan), cfg.engine.clone());
+            let worker = shard::Shard::new(i, engine, sink_tx.clone(), Arc::clone(&shared));
+            shards.push(
+                std::thread::Builder::new()
+                    .name(format!("fw-shard{i}"))
+                    .spawn(move || worker.run(rx))
+                    .context("spawn shard thread")?,
+            );
+            shard_tx.push(tx);
+        }
+        let router = shard::Router::new(&plan, shard_tx.clone());
+
+        // wall-clock ticker: time-driven evaluation without new data, and snapshots
+        let ticker = {
+            let stop = Arc::clone(&stop);
+            let txs = shard_tx;
+            std::thread::Builder::new()
+                .name("fw-ticker".into())
+                .spawn(move || {
+                    while !sleep_unless(&stop, Duration::from_millis(250)) {
+                        let now = now_ms();
+                        for tx in &txs {
+                            // a full queue means the shard is busy: the next tick will do
+                            let _ = tx.try_send(shard::ShardMsg::Tick(now));
+                        }
+                    }
+                })
+                .context("spawn ticker thread")?
+        };
+
+        // intake
+        let intake = match &cfg.mqtt {
+            Some(m) => Some(intake::start(
+                m,
+                &cfg,
+                router,
+                sink_tx.clone(),
+                Arc::clone(&shared),
+                Arc::clone(&stop),
+            )?),
+            None => None,
+        };
+        drop(sink_tx);
+
+        let http = match cfg.http {
+            Some(addr) => Some(http::HttpServer::start(addr, Arc::clone(&shared))?),
+            None => None,
+        };
+        Ok(Daemon {
+            shared,
+            stop,
+            intake,
+            ticker: Some(ticker),
+            shards,
+            sink: Some(sink_handle),
+            http,
+        })
+    }
+
+    /// The address the HTTP endpoints listen on, if any.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|h| h.addr)
+    }
+
+    /// Readings read by the engines plus those rejected before them (a cheap progress probe).
+    pub fn readings_in(&self) -> u64 {
+        let intake: u64 = self
+            .shared
+            .intake_rejected
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .sum();
+        self.shared.counters().read + intake
+    }
+
+    /// Graceful shutdown: stop the intake (the broker keeps the session and queues what comes
+    /// next), let the shards drain their queues, flush the sinks (files, MQTT, webhooks),
+    /// publish `offline`, stop HTTP. `Engine::finish` is not called: a daemon that stops has
+    /// not seen the end of its input.
+    pub fn shutdown(mut self) -> anyhow::Result<()> {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.intake.take() {
+            let _ = h.join();
+        }
+        if let Some(h) = self.ticker.take() {
+            let _ = h.join();
+        }
+        for h in self.shards.drain(..) {
+            let _ = h.join();
+        }
+        let result = match self.sink.take() {
+            Some(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("sink thread panicked"))),
+            None => Ok(()),
+        };
+        if let Some(h) = self.http.take() {
+            h.stop();
+        }
+        result
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn render_load_error(e: crate::loader::LoadError) -> String {
+    match e {
+        crate::loader::LoadError::Invalid { diagnostics, .. } => diagnostics.render(false),
+        other => other.to_string(),
+    }
+}
+
+/// rustls needs a process-wide crypto provider; forewarn uses ring (no C toolchain beyond cc).
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Run the daemon until SIGINT or SIGTERM, then shut down gracefully.
+pub fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
+    let daemon = Daemon::start(cfg)?;
+    if let Some(a) = daemon.http_addr() {
+        eprintln!("forewarn serve: http on http://{a}/ (/healthz /metrics /warnings)");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("signal runtime")?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    })
+    .context("waiting for a signal")?;
+    eprintln!("forewarn serve: shutting down (draining queues, flushing sinks)");
+    daemon.shutdown()?;
+    eprintln!("forewarn serve: stopped");
+    Ok(())
+}

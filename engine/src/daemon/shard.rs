@@ -1,0 +1,325 @@
+//! Evaluator shards: each thread owns an [`Engine`] built from the same plan; the intake
+//! routes readings to them over bounded channels by a shard key that keeps everything an
+//! evaluation reads in one shard.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, SendError, Sender};
+use forewarn_rules::ir::{Cell, Expr, Millis, Plan, TemplatePart};
+
+use super::sink::SinkMsg;
+use super::{lock, ShardSnapshot, Shared};
+use crate::engine::{ClockMode, Engine};
+use crate::record::{Output, Rejection};
+use crate::source::{DeadLetter, Decoded};
+
+/// Where a batch came from, for dead letters of readings the engine rejects.
+#[derive(Debug)]
+pub(crate) struct Origin {
+    /// MQTT topic.
+    pub(crate) topic: String,
+    /// Message sequence number (the readings' tag).
+    pub(crate) seq: u64,
+    /// The raw payload.
+    pub(crate) payload: Vec<u8>,
+}
+
+/// What the intake and the ticker send to a shard.
+#[derive(Debug)]
+pub(crate) enum ShardMsg {
+    /// This shard's readings of one message (a batch when more than one), with the newest
+    /// event time the intake has seen on the whole stream.
+    Readings {
+        readings: Vec<Decoded>,
+        stream_time: Millis,
+        received: Instant,
+        origin: Arc<Origin>,
+    },
+    /// The stream's newest event time moved on (the message had nothing for this shard).
+    StreamTime(Millis),
+    /// The wall clock (UTC ms); also the cue to publish snapshots.
+    Tick(Millis),
+}
+
+/// How entities map to shards.
+#[derive(Debug, Clone)]
+enum ShardKey {
+    /// By a hash of the entity id.
+    Entity,
+    /// By the entity's value in `table.column` (group functions read the whole group), or a
+    /// hash of the entity when it has none.
+    Group { table: usize, column: usize },
+    /// Everything in shard 0 (group functions over several columns).
+    Single,
+}
+
+/// Splits messages into per-shard batches and sends them (blocking: backpressure).
+#[derive(Debug)]
+pub(crate) struct Router {
+    plan: Arc<Plan>,
+    key: ShardKey,
+    senders: Vec<Sender<ShardMsg>>,
+    sent_time: Vec<Option<Millis>>,
+    parts: Vec<Vec<Decoded>>,
+}
+
+fn walk(e: &Expr, f: &mut dyn FnMut(&Expr)) {
+    f(e);
+    match e {
+        Expr::Neg(x) | Expr::Not(x) => walk(x, f),
+        Expr::Binary(_, a, b) => {
+            walk(a, f);
+            walk(b, f);
+        }
+        _ => {}
+    }
+}
+
+/// The `(table, column)` pairs group functions use anywhere in the plan.
+fn group_columns(plan: &Plan) -> Vec<(usize, usize)> {
+    let mut keys = Vec::new();
+    let mut visit = |e: &Expr| {
+        if let Expr::Group { table, column, .. } = e {
+            if !keys.contains(&(*table, *column)) {
+                keys.push((*table, *column));
+            }
+        }
+    };
+    for rule in &plan.rules {
+        for l in &rule.levels {
+            walk(&l.when, &mut visit);
+            if let Some(x) = &l.exit {
+                walk(x, &mut visit);
+            }
+        }
+        if let Some(c) = &rule.clear_when {
+            walk(&c.cond, &mut visit);
+        }
+        for (_, x) in &rule.values {
+            walk(x, &mut visit);
+        }
+        for part in &rule.message {
+            if let TemplatePart::Value { expr, .. } = part {
+                walk(expr, &mut visit);
+            }
+        }
+    }
+    keys
+}
+
+fn hash_str(s: &str) -> u64 {
+    // SipHash with fixed keys: the same entity lands in the same shard in every run.
+    let mut h = std::hash::DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
+}
+
+impl Router {
+    pub(crate) fn new(plan: &Arc<Plan>, senders: Vec<Sender<ShardMsg>>) -> Router {
+        let groups = group_columns(plan);
+        let key = match groups.as_slice() {
+            [] => ShardKey::Entity,
+            [(table, column)] => ShardKey::Group {
+                table: *table,
+                column: *column,
+            },
+            _ => ShardKey::Single,
+        };
+        let n = senders.len();
+        Router {
+            plan: Arc::clone(plan),
+            key,
+            senders,
+            sent_time: vec![None; n],
+            parts: (0..n).map(|_| Vec::new()).collect(),
+        }
+    }
+
+    /// The shard of an entity.
+    pub(crate) fn shard_of(&self, entity: &str) -> usize {
+        let n = self.senders.len() as u64;
+        let h = match &self.key {
+            ShardKey::Single => return 0,
+            ShardKey::Entity => hash_str(entity),
+            ShardKey::Group { table, column } => {
+                match self.plan.tables[*table].cell(entity, *column) {
+                    Some(Cell::Text(s)) => hash_str(s),
+                    Some(Cell::Num(x)) => hash_str(&x.to_string()),
+                    None => hash_str(entity),
+                }
+            }
+        };
+        (h % n) as usize
+    }
+
+    /// Route one message's readings; every shard learns the stream's newest event time.
+    pub(crate) fn route(
+        &mut self,
+        readings: Vec<Decoded>,
+        origin: Arc<Origin>,
+        received: Instant,
+        stream_time: Option<Millis>,
+    ) -> Result<(), SendError<ShardMsg>> {
+        if self.senders.len() == 1 {
+            if !readings.is_empty() {
+                self.senders[0].send(ShardMsg::Readings {
+                    readings,
+                    stream_time: stream_time.unwrap_or(Millis::MIN),
+                    received,
+                    origin,
+                })?;
+                self.sent_time[0] = stream_time;
+            }
+            return Ok(());
+        }
+        for d in readings {
+            let s = self.shard_of(&d.entity);
+            self.parts[s].push(d);
+        }
+        for s in 0..self.senders.len() {
+            let part = std::mem::take(&mut self.parts[s]);
+            if !part.is_empty() {
+                self.senders[s].send(ShardMsg::Readings {
+                    readings: part,
+                    stream_time: stream_time.unwrap_or(Millis::MIN),
+                    received,
+                    origin: Arc::clone(&origin),
+                })?;
+                self.sent_time[s] = stream_time;
+            } else if let Some(t) = stream_time {
+                if self.sent_time[s].is_none_or(|p| p < t) {
+                    self.senders[s].send(ShardMsg::StreamTime(t))?;
+                    self.sent_time[s] = Some(t);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One evaluator thread.
+pub(crate) struct Shard {
+    index: usize,
+    engine: Engine,
+    sink: Sender<SinkMsg>,
+    shared: Arc<Shared>,
+    out: Vec<Output>,
+}
+
+impl Shard {
+    pub(crate) fn new(
+        index: usize,
+        engine: Engine,
+        sink: Sender<SinkMsg>,
+        shared: Arc<Shared>,
+    ) -> Shard {
+        Shard {
+            index,
+            engine,
+            sink,
+            shared,
+            out: Vec::new(),
+        }
+    }
+
+    /// Evaluate until every sender is gone and the queue is drained.
+    pub(crate) fn run(mut self, rx: Receiver<ShardMsg>) {
+        let wall = self.engine_clock() == ClockMode::Wall;
+        let mut last_snapshot = Instant::now();
+        for msg in rx.iter() {
+            let mut context: Option<(Instant, Arc<Origin>)> = None;
+            let mut tick = false;
+            match msg {
+                ShardMsg::Readings {
+                    readings,
+                    stream_time,
+                    received,
+                    origin,
+                } => {
+                    let rs: Vec<_> = readings.iter().map(|d| d.reading(origin.seq)).collect();
+                    match rs.as_slice() {
+                        [one] => {
+                            let _ = self.engine.push(one, &mut self.out);
+                        }
+                        many => {
+                            self.engine.push_batch(many, &mut self.out);
+                        }
+                    }
+                    if stream_time != Millis::MIN {
+                        self.engine.observe_stream_time(stream_time, &mut self.out);
+                    }
+                    context = Some((received, origin));
+                }
+                ShardMsg::StreamTime(t) => self.engine.observe_stream_time(t, &mut self.out),
+                ShardMsg::Tick(now) => {
+                    if wall {
+                        self.engine.set_wall_clock(now, &mut self.out);
+                    }
+                    tick = true;
+                }
+            }
+            if self.forward(context.as_ref()).is_err() {
+                break;
+            }
+            if tick || last_snapshot.elapsed() >= Duration::from_secs(1) {
+                self.snapshot();
+                last_snapshot = Instant::now();
+            }
+        }
+        self.snapshot();
+    }
+
+    fn engine_clock(&self) -> ClockMode {
+        self.shared.clock
+    }
+
+    /// Hand the engine's output to the sink (blocking when the sink is behind).
+    fn forward(
+        &mut self,
+        context: Option<&(Instant, Arc<Origin>)>,
+    ) -> Result<(), ()> {
+        for o in self.out.drain(..) {
+            let msg = match o {
+                Output::Warning(w) => {
+                    if let Some((received, _)) = context {
+                        let us = received.elapsed().as_micros() as u64;
+                        let _ = lock(&self.shared.latency).record(us.max(1));
+                    }
+                    SinkMsg::Warning(w)
+                }
+                Output::Status(s) => SinkMsg::Status(s),
+                Output::Rejected(r) => SinkMsg::Dead(rejection_letter(r, context.map(|c| &c.1))),
+            };
+            self.sink.send(msg).map_err(|_| ())?;
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self) {
+        let snap = ShardSnapshot {
+            counters: self.engine.counters().clone(),
+            active: self.engine.active_warnings(),
+            status: self.engine.data_status(),
+            watermark: self.engine.watermark(),
+        };
+        lock(&self.shared.snapshots)[self.index] = snap;
+    }
+}
+
+/// A reading the engine rejected, as a dead letter with its message's topic and payload.
+fn rejection_letter(r: Rejection, origin: Option<&Arc<Origin>>) -> DeadLetter {
+    let here = origin.filter(|o| o.seq == r.tag);
+    DeadLetter {
+        source: here.map(|o| o.topic.clone()).unwrap_or_default(),
+        line: r.tag,
+        reason: r.reason,
+        detail: r.detail,
+        entity: Some(r.entity),
+        feed: Some(r.feed),
+        ts: Some(r.ts),
+        value: Some(r.value),
+        raw: here.map(|o| o.payload.clone()).unwrap_or_default(),
+    }
+}

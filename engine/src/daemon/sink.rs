@@ -1,0 +1,330 @@
+//! The output thread: every warning, status event and dead letter goes to JSON Lines files,
+//! to MQTT (own connection, QoS 1) and, for warnings, to the webhook queues.
+//!
+//! MQTT topics under the configured prefix `P`:
+//!
+//! | topic | retained | payload |
+//! |---|---|---|
+//! | `P/warnings/{rule}/{entity}` | no | the warning record (every transition) |
+//! | `P/level/{rule}/{entity}` | yes | the record of the transition into the current level; an empty payload on clear (deletes the retained message) |
+//! | `P/status/{entity}/{feed}` | yes | the latest data-status event |
+//! | `P/dead-letter` | no | reason, detail, topic, raw payload (`raw` text or `raw_base64`) |
+//! | `P/status` | yes | `online` / `offline` (Last Will) |
+//! | `P/heartbeat` | yes | time, uptime, readings, watermark (every `heartbeat`) |
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use base64::Engine as _;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use rumqttc::{Client, QoS};
+use serde_json::Value as Json;
+
+use super::config::{ServeConfig, WebhookConfig};
+use super::intake::OutputConnection;
+use super::{lock, Shared};
+use crate::record::{StatusEvent, TransitionKind, Warning};
+use crate::source::DeadLetter;
+
+/// What the shards and the intake hand to the sink.
+#[derive(Debug)]
+pub(crate) enum SinkMsg {
+    Warning(Warning),
+    Status(StatusEvent),
+    Dead(DeadLetter),
+}
+
+/// Keep at most this much of an oversize payload in its dead letter.
+pub(crate) const MAX_DEAD_RAW: usize = 4096;
+
+/// Replace the characters MQTT gives a meaning in topic levels.
+pub(crate) fn topic_level(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '/' | '+' | '#' | '\0' => '_',
+            c => c,
+        })
+        .collect()
+}
+
+/// A dead letter as JSON: `source` is the MQTT topic (or file source), `line` the message
+/// sequence number (or line); the raw payload as `raw` (UTF-8 text) or `raw_base64`.
+pub(crate) fn dead_letter_json(d: &DeadLetter, zone: &crate::time::Zone) -> Json {
+    let mut v = d.to_json(zone);
+    if let Some(obj) = v.as_object_mut() {
+        if obj.remove("raw_hex").is_some() {
+            obj.insert(
+                "raw_base64".into(),
+                Json::String(base64::engine::general_purpose::STANDARD.encode(&d.raw)),
+            );
+        }
+    }
+    v
+}
+
+struct Webhook {
+    tx: Sender<Arc<String>>,
+    handle: JoinHandle<()>,
+}
+
+pub(crate) struct Sink {
+    shared: Arc<Shared>,
+    warnings: Option<BufWriter<File>>,
+    status: Option<BufWriter<File>>,
+    dead: Option<BufWriter<File>>,
+    mqtt: Option<(Client, String, OutputConnection)>,
+    webhooks: Vec<Webhook>,
+    webhook_stop: Arc<AtomicBool>,
+}
+
+fn create(path: &Path) -> anyhow::Result<BufWriter<File>> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("open {}", path.display()))?;
+    Ok(BufWriter::new(f))
+}
+
+impl Sink {
+    pub(crate) fn open(cfg: &ServeConfig, shared: Arc<Shared>) -> anyhow::Result<Sink> {
+        let o = &cfg.output;
+        let mqtt = match (&cfg.mqtt, &o.mqtt_prefix) {
+            (Some(m), Some(prefix)) => {
+                let (client, conn) =
+                    OutputConnection::start(m, prefix, cfg.heartbeat, Arc::clone(&shared))?;
+                Some((client, prefix.clone(), conn))
+            }
+            _ => None,
+        };
+        let webhook_stop = Arc::new(AtomicBool::new(false));
+        let mut webhooks = Vec::new();
+        for (i, w) in o.webhooks.iter().enumerate() {
+            let (tx, rx) = crossbeam_channel::bounded::<Arc<String>>(w.queue);
+            {
+                let rx = rx.clone();
+                lock(&shared.queues).push((format!("webhook{i}"), Box::new(move || rx.len())));
+            }
+            let w = w.clone();
+            let shared = Arc::clone(&shared);
+            let stop = Arc::clone(&webhook_stop);
+            let handle = std::thread::Builder::new()
+                .name(format!("fw-webhook{i}"))
+                .spawn(move || run_webhook(w, rx, shared, stop))
+                .context("spawn webhook thread")?;
+            webhooks.push(Webhook { tx, handle });
+        }
+        Ok(Sink {
+            shared,
+            warnings: o.warnings.as_deref().map(create).transpose()?,
+            status: o.status.as_deref().map(create).transpose()?,
+            dead: o.dead_letter.as_deref().map(create).transpose()?,
+            mqtt,
+            webhooks,
+            webhook_stop,
+        })
+    }
+
+    /// Run until every sender is gone; then flush everything and say `offline`.
+    pub(crate) fn run(mut self, rx: Receiver<SinkMsg>) -> anyhow::Result<()> {
+        let mut dirty = false;
+        let mut last_flush = Instant::now();
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(msg) => {
+                    self.handle(msg)?;
+                    dirty = true;
+                    if last_flush.elapsed() > Duration::from_millis(200) {
+                        self.flush()?;
+                        dirty = false;
+                        last_flush = Instant::now();
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    if dirty {
+                        self.flush()?;
+                        dirty = false;
+                        last_flush = Instant::now();
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        self.flush()?;
+        // webhooks: deliver what is queued, with a deadline
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let hooks = std::mem::take(&mut self.webhooks);
+        let handles: Vec<_> = hooks
+            .into_iter()
+            .map(|w| {
+                drop(w.tx);
+                w.handle
+            })
+            .collect();
+        while handles.iter().any(|h| !h.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.webhook_stop.store(true, Ordering::SeqCst);
+        for h in handles {
+            let _ = h.join();
+        }
+        if let Some((client, prefix, conn)) = self.mqtt.take() {
+            let _ = client.publish(
+                format!("{prefix}/status"),
+                QoS::AtLeastOnce,
+                true,
+                "offline",
+            );
+            let _ = client.disconnect();
+            conn.finish(Duration::from_secs(5));
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        for f in [&mut self.warnings, &mut self.status, &mut self.dead]
+            .into_iter()
+            .flatten()
+        {
+            f.flush().context("write output")?;
+        }
+        Ok(())
+    }
+
+    fn publish(&self, topic: String, retain: bool, payload: Vec<u8>) {
+        if let Some((client, _, _)) = &self.mqtt {
+            // blocking when the request queue is full: backpressure on evaluation
+            if client
+                .publish(topic, QoS::AtLeastOnce, retain, payload)
+                .is_ok()
+            {
+                self.shared.mqtt_published.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn prefix(&self) -> Option<&str> {
+        self.mqtt.as_ref().map(|(_, p, _)| p.as_str())
+    }
+
+    fn handle(&mut self, msg: SinkMsg) -> anyhow::Result<()> {
+        let zone = self.shared.zone;
+        match msg {
+            SinkMsg::Warning(w) => {
+                self.shared.warnings_out.fetch_add(1, Ordering::Relaxed);
+                let json = w.to_json(&zone);
+                let line = json.to_string();
+                if let Some(f) = self.warnings.as_mut() {
+                    writeln!(f, "{line}").context("write warnings")?;
+                }
+                if let Some(p) = self.prefix().map(str::to_string) {
+                    let (rule, entity) = (topic_level(&w.rule), topic_level(&w.entity));
+                    self.publish(
+                        format!("{p}/warnings/{rule}/{entity}"),
+                        false,
+                        line.clone().into_bytes(),
+                    );
+                    let level = if w.kind == TransitionKind::Clear {
+                        Vec::new()
+                    } else {
+                        line.clone().into_bytes()
+                    };
+                    self.publish(format!("{p}/level/{rule}/{entity}"), true, level);
+                }
+                if !self.webhooks.is_empty() {
+                    let body = Arc::new(line);
+                    for h in &self.webhooks {
+                        match h.tx.try_send(Arc::clone(&body)) {
+                            Ok(()) => {}
+                            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                                self.shared.webhook_dropped.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+            }
+            SinkMsg::Status(s) => {
+                self.shared.status_out.fetch_add(1, Ordering::Relaxed);
+                let line = s.to_json(&zone).to_string();
+                if let Some(f) = self.status.as_mut() {
+                    writeln!(f, "{line}").context("write status")?;
+                }
+                if let Some(p) = self.prefix().map(str::to_string) {
+                    self.publish(
+                        format!(
+                            "{p}/status/{}/{}",
+                            topic_level(&s.entity),
+                            topic_level(&s.feed)
+                        ),
+                        true,
+                        line.into_bytes(),
+                    );
+                }
+            }
+            SinkMsg::Dead(d) => {
+                self.shared.dead_out.fetch_add(1, Ordering::Relaxed);
+                let line = dead_letter_json(&d, &zone).to_string();
+                if let Some(f) = self.dead.as_mut() {
+                    writeln!(f, "{line}").context("write dead letters")?;
+                }
+                if let Some(p) = self.prefix().map(str::to_string) {
+                    self.publish(format!("{p}/dead-letter"), false, line.into_bytes());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Deliver warning records to one webhook: POST JSON, retry with exponential backoff
+/// (200 ms, 400 ms, … capped at 30 s), then give up on that record and count it failed.
+fn run_webhook(
+    w: WebhookConfig,
+    rx: Receiver<Arc<String>>,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(w.timeout))
+        .http_status_as_error(true)
+        .build()
+        .into();
+    for body in rx.iter() {
+        let mut backoff = Duration::from_millis(200);
+        let mut attempt = 0;
+        loop {
+            let r = agent
+                .post(&w.url)
+                .header("content-type", "application/json")
+                .send(body.as_bytes());
+            match r {
+                Ok(_) => {
+                    shared.webhook_delivered.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                Err(_) if attempt < w.retries && !stop.load(Ordering::Relaxed) => {
+                    attempt += 1;
+                    shared.webhook_retries.fetch_add(1, Ordering::Relaxed);
+                    if super::sleep_unless(&stop, backoff) {
+                        shared.webhook_failed.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+                Err(_) => {
+                    shared.webhook_failed.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+    }
+}
