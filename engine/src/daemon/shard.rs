@@ -276,10 +276,7 @@ impl Shard {
     }
 
     /// Hand the engine's output to the sink (blocking when the sink is behind).
-    fn forward(
-        &mut self,
-        context: Option<&(Instant, Arc<Origin>)>,
-    ) -> Result<(), ()> {
+    fn forward(&mut self, context: Option<&(Instant, Arc<Origin>)>) -> Result<(), ()> {
         for o in self.out.drain(..) {
             let msg = match o {
                 Output::Warning(w) => {
