@@ -200,7 +200,6 @@ pub fn run_case(dir: &Path) -> Result<CaseReport, CaseError> {
         },
         watermark_delay: dur("watermark-delay", &case.watermark_delay)?.unwrap_or(0),
         future_skew: dur("future-skew", &case.future_skew)?,
-        now: || 0,
         ..EngineConfig::default()
     };
     let compiled = load_rules(&dir.join("rules.rules"), HashMap::new())?;

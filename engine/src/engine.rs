@@ -43,7 +43,9 @@ pub struct EngineConfig {
     pub clock: ClockMode,
     /// The watermark trails the newest event time (and in wall mode the wall clock) by this.
     pub watermark_delay: Millis,
-    /// Wall mode: readings further ahead of the wall clock are rejected as future-dated.
+    /// Readings further ahead of the wall clock are rejected as future-dated (wall mode: the
+    /// engine's wall clock, no check when `None`; event mode: the system clock,
+    /// [`DEFAULT_FUTURE_SKEW`] when `None`).
     pub future_skew: Option<Millis>,
     /// Wall mode: readings further behind the wall clock are rejected as stale-dated.
     pub max_age: Millis,
@@ -67,6 +69,14 @@ impl Default for EngineConfig {
             now: system_now,
         }
     }
+}
+
+/// Future skew allowed when none is configured (event clock: against the system clock).
+pub const DEFAULT_FUTURE_SKEW: Millis = 5 * 60_000;
+
+/// A duration for people: `15m`, `1h30m`, `2d`, `250ms`.
+pub fn human(ms: Millis) -> String {
+    forewarn_rules::format_duration(ms)
 }
 
 /// The system clock in UTC milliseconds.
@@ -567,6 +577,7 @@ impl Engine {
                 format!("feed #{} is not declared", r.feed),
             )
         })?;
+        let mut coerced = false;
         let raw = match r.value {
             Value::Num(v) => v,
             Value::Text(s) => {
@@ -582,7 +593,7 @@ impl Engine {
                         format!("feed {} is strict: number sent as text {s:?}", feed.name),
                     ));
                 }
-                self.counters.coerced += 1;
+                coerced = true;
                 v
             }
         };
@@ -612,23 +623,44 @@ impl Engine {
                 ));
             }
         }
-        if self.cfg.clock == ClockMode::Wall {
-            if let Some(now) = self.wall_now() {
-                if let Some(skew) = self.cfg.future_skew {
-                    if r.ts > now + skew {
+        match self.cfg.clock {
+            ClockMode::Wall => {
+                if let Some(now) = self.wall_now() {
+                    if let Some(skew) = self.cfg.future_skew {
+                        if r.ts > now + skew {
+                            return Err((
+                                RejectReason::FutureDated,
+                                format!("{} ahead of the clock", human(r.ts - now)),
+                            ));
+                        }
+                    }
+                    if r.ts < now - self.cfg.max_age {
                         return Err((
-                            RejectReason::FutureDated,
-                            format!("{} ms ahead of the clock", r.ts - now),
+                            RejectReason::StaleDated,
+                            format!("{} behind the clock", human(now - r.ts)),
                         ));
                     }
                 }
-                if r.ts < now - self.cfg.max_age {
+            }
+            ClockMode::Event => {
+                // A replay has no clock but the data's, yet a reading stamped after the real
+                // present cannot be a record of the past: it would drag the watermark ahead
+                // and make every other reading "too late".
+                let now = (self.cfg.now)();
+                let skew = self.cfg.future_skew.unwrap_or(DEFAULT_FUTURE_SKEW);
+                if r.ts > now + skew {
                     return Err((
-                        RejectReason::StaleDated,
-                        format!("{} ms behind the clock", now - r.ts),
+                        RejectReason::FutureDated,
+                        format!(
+                            "{} ahead of the system clock (event-clock replay)",
+                            human(r.ts - now)
+                        ),
                     ));
                 }
             }
+        }
+        if coerced {
+            self.counters.coerced += 1;
         }
         Ok(v)
     }
@@ -922,9 +954,9 @@ impl Engine {
                         ts,
                         value: (v / feed.scale).to_string(),
                         detail: format!(
-                            "{} ms behind the entity's evaluation time; acceptance horizon {} ms",
-                            tau - ts,
-                            horizon
+                            "{} behind the entity's evaluation time; acceptance horizon {}",
+                            human(tau - ts),
+                            human(horizon)
                         ),
                         tag,
                     });
