@@ -15,7 +15,7 @@ use crate::time::{parse_duration, Zone};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file cannot be read.
-    #[error("cannot read config {path}: {source}")]
+    #[error("cannot read config {path}")]
     Io {
         /// The file.
         path: PathBuf,

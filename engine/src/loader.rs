@@ -51,7 +51,7 @@ pub fn read_csv_table(path: &Path) -> Result<TableData, String> {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file cannot be read.
-    #[error("cannot read rules {path}: {source}")]
+    #[error("cannot read rules {path}")]
     Io {
         /// The file.
         path: PathBuf,

@@ -8,12 +8,14 @@ use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
 use std::time::Instant;
 
-use crate::config::RunConfig;
+use crate::config::{RunConfig, SourceFormat};
 use crate::engine::{ActiveWarning, Counters, Engine};
 use crate::loader::{load_rules, LoadError};
 use crate::record::{RejectReason, Rejection, Sink, StatusEvent, TransitionKind, Warning};
 use crate::source::{replay, DeadLetter, ReplayOutput, SourceStats};
 use crate::time::Zone;
+use forewarn_rules::diag::did_you_mean;
+use forewarn_rules::ir::Plan;
 
 /// Errors that stop a run before or while it starts (bad input never does).
 #[derive(Debug, thiserror::Error)]
@@ -24,8 +26,11 @@ pub enum RunError {
     /// The rules do not load.
     #[error(transparent)]
     Rules(#[from] LoadError),
+    /// Sources that cannot be used; every problem is listed. Checked before any output.
+    #[error("cannot start the replay:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Sources(Vec<String>),
     /// An input or output file cannot be opened or written.
-    #[error("{what} {path}: {source}")]
+    #[error("{what} {path}")]
     Io {
         /// What was being done.
         what: &'static str,
@@ -151,6 +156,91 @@ fn create(path: &Path) -> Result<BufWriter<File>, RunError> {
         })
 }
 
+/// Open every source and check what can be checked before any output is written: the feed
+/// a source names exists, the file opens, a CSV header has the configured columns.
+fn open_sources(cfg: &RunConfig, plan: &Plan) -> Result<Vec<Box<dyn BufRead>>, RunError> {
+    let mut problems = Vec::new();
+    let mut inputs: Vec<Box<dyn BufRead>> = Vec::new();
+    for src in &cfg.sources {
+        let name = &src.name;
+        if let Some(feed) = &src.feed {
+            if plan.feed_by_name(feed).is_none() {
+                let hint = did_you_mean(feed, plan.feeds.iter().map(|f| f.name.as_str()))
+                    .map(|h| format!(" (did you mean {h:?}?)"))
+                    .unwrap_or_default();
+                problems.push(format!(
+                    "source {name}: feed {feed:?} is not declared in {}{hint}",
+                    cfg.rules.display()
+                ));
+            }
+        }
+        if src.path.as_os_str() == "-" {
+            inputs.push(Box::new(BufReader::new(std::io::stdin())));
+            continue;
+        }
+        let mut reader = match File::open(&src.path) {
+            Ok(f) => BufReader::with_capacity(1 << 16, f),
+            Err(e) => {
+                problems.push(format!(
+                    "source {name}: cannot open {}: {e}",
+                    src.path.display()
+                ));
+                continue;
+            }
+        };
+        let needs_header = match src.format {
+            SourceFormat::CsvWide => Some(vec![src.time_column.as_str()]),
+            SourceFormat::Csv if src.header => Some(vec![
+                src.entity_column.as_str(),
+                src.time_column.as_str(),
+                src.value_column.as_str(),
+            ]),
+            _ => None,
+        };
+        let mut first = Vec::new();
+        if let Some(columns) = needs_header {
+            if let Err(e) = reader.read_until(b'\n', &mut first) {
+                problems.push(format!(
+                    "source {name}: cannot read {}: {e}",
+                    src.path.display()
+                ));
+                continue;
+            }
+            let header = String::from_utf8_lossy(&first);
+            let fields: Vec<&str> = header
+                .trim_end()
+                .split(',')
+                .map(|f| f.trim().trim_matches('"'))
+                .collect();
+            let missing: Vec<&str> = columns
+                .into_iter()
+                .filter(|c| !fields.contains(c))
+                .collect();
+            if !missing.is_empty() {
+                let shown: Vec<&str> = fields.iter().take(8).copied().collect();
+                let more = if fields.len() > 8 {
+                    format!(" and {} more", fields.len() - 8)
+                } else {
+                    String::new()
+                };
+                problems.push(format!(
+                    "source {name}: the header of {} lacks column(s) {missing:?} (it has {shown:?}{more})",
+                    src.path.display()
+                ));
+            }
+        }
+        inputs.push(Box::new(BufReader::new(std::io::Read::chain(
+            std::io::Cursor::new(first),
+            reader,
+        ))));
+    }
+    if problems.is_empty() {
+        Ok(inputs)
+    } else {
+        Err(RunError::Sources(problems))
+    }
+}
+
 /// Run the main job described by a configuration.
 pub fn run(cfg: &RunConfig) -> Result<Summary, RunError> {
     let compiled = load_rules(&cfg.rules, HashMap::new())?;
@@ -165,6 +255,7 @@ pub fn run(cfg: &RunConfig) -> Result<Summary, RunError> {
             )
         })
         .collect();
+    let mut inputs = open_sources(cfg, &plan)?;
     let mut engine = Engine::new(plan, cfg.engine.clone());
     let warnings: Box<dyn Write> = match &cfg.output.warnings {
         Some(p) => Box::new(create(p)?),
@@ -186,24 +277,13 @@ pub fn run(cfg: &RunConfig) -> Result<Summary, RunError> {
     };
     let started = Instant::now();
     let mut sources = Vec::new();
-    for src in &cfg.sources {
-        let mut input: Box<dyn BufRead> = if src.path.as_os_str() == "-" {
-            Box::new(BufReader::new(std::io::stdin()))
-        } else {
-            let f = File::open(&src.path).map_err(|source| RunError::Io {
-                what: "cannot open source",
-                path: src.path.display().to_string(),
-                source,
-            })?;
-            Box::new(BufReader::with_capacity(1 << 16, f))
-        };
-        let stats = replay(&mut engine, src, &mut input, &mut out, None).map_err(|source| {
-            RunError::Io {
+    for (src, input) in cfg.sources.iter().zip(inputs.iter_mut()) {
+        let stats =
+            replay(&mut engine, src, input, &mut out, None).map_err(|source| RunError::Io {
                 what: "cannot read source",
                 path: src.path.display().to_string(),
                 source,
-            }
-        })?;
+            })?;
         sources.push((src.name.clone(), stats));
     }
     engine.finish(&mut out);

@@ -68,13 +68,52 @@ impl DeadLetter {
             "ts": self.ts.map(|t| zone.format(t)),
             "value": self.value,
         });
-        match std::str::from_utf8(&self.raw) {
+        let raw = &self.raw[..self.raw.len().min(DEAD_LETTER_RAW_MAX)];
+        if raw.len() < self.raw.len() {
+            v["raw_truncated_from"] = Json::from(self.raw.len());
+        }
+        match std::str::from_utf8(raw) {
             Ok(s) => v["raw"] = Json::String(s.trim_end_matches(['\r', '\n']).to_string()),
-            Err(_) => {
-                v["raw_hex"] = Json::String(self.raw.iter().map(|b| format!("{b:02x}")).collect())
-            }
+            Err(_) => v["raw_hex"] = Json::String(raw.iter().map(|b| format!("{b:02x}")).collect()),
         }
         v
+    }
+}
+
+/// At most this much of a rejected payload is kept in a dead-letter record.
+pub const DEAD_LETTER_RAW_MAX: usize = 64 * 1024;
+
+/// Read one line (through `\n`) into `buf`, keeping at most `max + 1` bytes of it; returns
+/// the line's full length, or `None` at end of input. An oversize line is consumed whole
+/// without holding it in memory.
+pub fn read_line_bounded(
+    input: &mut dyn BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<usize>> {
+    buf.clear();
+    let mut total = 0usize;
+    loop {
+        let available = match input.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok((total > 0).then_some(total));
+        }
+        let (chunk, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (&available[..=i], true),
+            None => (available, false),
+        };
+        let room = (max + 1).saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let n = chunk.len();
+        total += n;
+        input.consume(n);
+        if done {
+            return Ok(Some(total));
+        }
     }
 }
 
@@ -225,9 +264,9 @@ fn replay_wide(
     // header
     let header: Vec<String> = loop {
         raw.clear();
-        if input.read_until(b'\n', &mut raw)? == 0 {
+        let Some(_) = read_line_bounded(input, &mut raw, src.max_line_bytes)? else {
             return Ok(stats);
-        }
+        };
         line_no += 1;
         let text = String::from_utf8_lossy(&raw);
         if text.trim().is_empty() {
@@ -252,12 +291,12 @@ fn replay_wide(
         .collect();
     loop {
         raw.clear();
-        if input.read_until(b'\n', &mut raw)? == 0 {
+        let Some(len) = read_line_bounded(input, &mut raw, src.max_line_bytes)? else {
             break;
-        }
+        };
         line_no += 1;
         stats.lines += 1;
-        if raw.len() > src.max_line_bytes {
+        if len > src.max_line_bytes {
             reject_line(
                 engine,
                 &mut stats,
@@ -266,7 +305,7 @@ fn replay_wide(
                     &src.name,
                     line_no,
                     RejectReason::TooLarge,
-                    format!("line of {} bytes", raw.len()),
+                    format!("line of {len} bytes (limit {})", src.max_line_bytes),
                     &raw,
                 ),
             );
@@ -487,6 +526,8 @@ fn replay_lines(
     let mut raw = Vec::new();
     let mut fields: Vec<String> = Vec::new();
     let mut columns: Option<(usize, usize, usize, Option<usize>)> = None;
+    // number of fields every data row must have
+    let mut width = 3;
     if kind == Kind::Csv && !src.header {
         columns = Some((0, 1, 2, None));
     }
@@ -494,11 +535,11 @@ fn replay_lines(
     let mut decoded: Vec<Decoded> = Vec::new();
     loop {
         raw.clear();
-        if input.read_until(b'\n', &mut raw)? == 0 {
+        let Some(len) = read_line_bounded(input, &mut raw, src.max_line_bytes)? else {
             break;
-        }
+        };
         line_no += 1;
-        if raw.len() > src.max_line_bytes {
+        if len > src.max_line_bytes {
             stats.lines += 1;
             reject_line(
                 engine,
@@ -508,7 +549,7 @@ fn replay_lines(
                     &src.name,
                     line_no,
                     RejectReason::TooLarge,
-                    format!("line of {} bytes", raw.len()),
+                    format!("line of {len} bytes (limit {})", src.max_line_bytes),
                     &raw,
                 ),
             );
@@ -548,6 +589,7 @@ fn replay_lines(
                 (Some(e), Some(t), Some(v)) => {
                     let f = src.feed_column.as_deref().and_then(find);
                     columns = Some((e, t, v, f));
+                    width = fields.len();
                 }
                 _ => {
                     engine.count_source_rejection(RejectReason::MissingField);
@@ -631,7 +673,23 @@ fn replay_lines(
                         &src.name,
                         line_no,
                         RejectReason::MissingField,
-                        format!("{} fields", fields.len()),
+                        format!("{} fields where {width} are expected", fields.len()),
+                        &raw,
+                    ))
+                } else if fields.len() != width {
+                    Err(bad(
+                        &src.name,
+                        line_no,
+                        RejectReason::Malformed,
+                        format!("{} fields where {width} are expected", fields.len()),
+                        &raw,
+                    ))
+                } else if fields[ec].trim().is_empty() {
+                    Err(bad(
+                        &src.name,
+                        line_no,
+                        RejectReason::MissingField,
+                        "empty entity",
                         &raw,
                     ))
                 } else {
@@ -735,6 +793,7 @@ fn decode_json(item: &Json, cx: &JsonContext<'_>) -> Result<Decoded, DeadLetter>
     };
     let field = |names: &[&str]| names.iter().find_map(|n| map.get(*n));
     let entity = match field(&["entity", "id", "station", "site"]) {
+        Some(Json::String(s)) if s.trim().is_empty() => return Err(missing("entity")),
         Some(Json::String(s)) => s.clone(),
         Some(Json::Number(n)) => n.to_string(),
         Some(_) => {

@@ -42,6 +42,9 @@ pub enum TimeError {
     /// A local time that does not exist in the zone (a DST gap).
     #[error("local time {0:?} does not exist in the zone (daylight-saving gap)")]
     Nonexistent(String),
+    /// A local time that occurs twice in the zone (the hour repeated when DST ends).
+    #[error("local time {0:?} is ambiguous in the zone (it occurs twice when daylight saving ends); send an offset")]
+    Ambiguous(String),
 }
 
 /// An unknown zone name.
@@ -96,6 +99,29 @@ fn parse_offset(t: &str) -> Option<FixedOffset> {
 }
 
 impl Zone {
+    /// The instant of a local date-time in this zone; an error when it does not exist or
+    /// occurs twice (readings must not silently collide).
+    pub fn local_to_utc_strict(
+        &self,
+        local: NaiveDateTime,
+        text: &str,
+    ) -> Result<Millis, TimeError> {
+        fn strict<T: TimeZone>(
+            r: LocalResult<DateTime<T>>,
+            text: &str,
+        ) -> Result<Millis, TimeError> {
+            match r {
+                LocalResult::Single(d) => Ok(d.timestamp_millis()),
+                LocalResult::Ambiguous(..) => Err(TimeError::Ambiguous(text.to_string())),
+                LocalResult::None => Err(TimeError::Nonexistent(text.to_string())),
+            }
+        }
+        match self {
+            Zone::Fixed(o) => strict(o.from_local_datetime(&local), text),
+            Zone::Iana(tz) => strict(tz.from_local_datetime(&local), text),
+        }
+    }
+
     /// The instant of a local date-time in this zone (the earlier one when ambiguous).
     pub fn local_to_utc(&self, local: NaiveDateTime) -> Option<Millis> {
         match self {
@@ -194,9 +220,7 @@ pub fn parse_timestamp(text: &str, zone: Option<&Zone>) -> Result<Millis, TimeEr
             let Some(zone) = zone else {
                 return Err(TimeError::NoOffset(text.to_string()));
             };
-            return zone
-                .local_to_utc(naive)
-                .ok_or_else(|| TimeError::Nonexistent(text.to_string()));
+            return zone.local_to_utc_strict(naive, text);
         }
     }
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
@@ -281,6 +305,20 @@ mod tests {
             parse_timestamp("yesterday", None),
             Err(TimeError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn dst_ambiguous_and_missing_local_times_are_errors() {
+        let z: Zone = "America/Chicago".parse().unwrap();
+        assert!(matches!(
+            parse_timestamp("2017-11-05 01:30:00", Some(&z)),
+            Err(TimeError::Ambiguous(_))
+        ));
+        assert!(matches!(
+            parse_timestamp("2017-03-12 02:30:00", Some(&z)),
+            Err(TimeError::Nonexistent(_))
+        ));
+        assert!(parse_timestamp("2017-11-05 02:30:00", Some(&z)).is_ok());
     }
 
     #[test]

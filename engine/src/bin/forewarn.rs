@@ -1,13 +1,13 @@
 //! `forewarn`: run the main job, check rule files, run rule cases.
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use forewarn_engine::cases::{discover, run_case};
+use forewarn_engine::cases::{discover, run_case, CaseError};
 use forewarn_engine::config::RunConfig;
 use forewarn_engine::loader::{load_rules, LoadError};
 use forewarn_engine::run::run;
@@ -77,6 +77,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(code) => code,
+        // A closed pipe (`forewarn check … | head`) is not an error (as in ripgrep).
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
@@ -84,13 +86,27 @@ fn main() -> ExitCode {
     }
 }
 
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
     match cli.command {
         Command::Run {
             config,
             warnings,
             quiet,
         } => {
+            drop(out);
             let mut cfg = RunConfig::load(&config)?;
             if let Some(w) = warnings {
                 cfg.output.warnings = (w.as_os_str() != "-").then_some(w);
@@ -100,14 +116,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             match run(&cfg) {
                 Ok(summary) => {
-                    eprint!("{summary}");
+                    // stderr may be closed (`… 2>&1 | head`): never panic over the summary
+                    let _ = write!(std::io::stderr(), "{summary}");
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(forewarn_engine::run::RunError::Rules(LoadError::Invalid {
                     diagnostics,
                     ..
                 })) => {
-                    eprint!("{}", diagnostics.render(std::io::stderr().is_terminal()));
+                    let color = std::io::stderr().is_terminal();
+                    let _ = write!(std::io::stderr(), "{}", diagnostics.render(color));
                     Ok(ExitCode::from(1))
                 }
                 Err(e) => Err(e.into()),
@@ -131,22 +149,29 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(compiled) => {
                     let warnings = &compiled.warnings;
                     match format {
-                        Format::Json => {
-                            println!("{}", serde_json::to_string_pretty(&warnings.to_json())?)
-                        }
+                        Format::Json => writeln!(
+                            out,
+                            "{}",
+                            serde_json::to_string_pretty(&warnings.to_json())?
+                        )?,
                         Format::Text => {
-                            print!("{}", warnings.render(color));
+                            write!(out, "{}", warnings.render(color))?;
                             let p = &compiled.plan;
-                            println!(
-                                "{}: ok — {} feeds, {} tables, {} rules, {} shared window aggregations",
+                            writeln!(
+                                out,
+                                "{}: ok — {}, {}, {}, {}",
                                 rules.display(),
-                                p.feeds.len(),
-                                p.tables.len(),
-                                p.rules.len(),
-                                p.windows.len()
-                            );
+                                plural(p.feeds.len(), "feed", "feeds"),
+                                plural(p.tables.len(), "table", "tables"),
+                                plural(p.rules.len(), "rule", "rules"),
+                                plural(
+                                    p.windows.len(),
+                                    "shared window aggregation",
+                                    "shared window aggregations"
+                                ),
+                            )?;
                             if explain {
-                                print!("{}", compiled.plan);
+                                write!(out, "{}", compiled.plan)?;
                             }
                         }
                     }
@@ -154,10 +179,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 Err(LoadError::Invalid { diagnostics, .. }) => {
                     match format {
-                        Format::Json => {
-                            println!("{}", serde_json::to_string_pretty(&diagnostics.to_json())?)
-                        }
-                        Format::Text => print!("{}", diagnostics.render(color)),
+                        Format::Json => writeln!(
+                            out,
+                            "{}",
+                            serde_json::to_string_pretty(&diagnostics.to_json())?
+                        )?,
+                        Format::Text => write!(out, "{}", diagnostics.render(color))?,
                     }
                     Ok(ExitCode::from(1))
                 }
@@ -166,6 +193,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         #[cfg(feature = "daemon")]
         Command::Serve { config } => {
+            drop(out);
             let cfg = forewarn_engine::daemon::ServeConfig::load(&config)?;
             forewarn_engine::daemon::serve(cfg)?;
             Ok(ExitCode::SUCCESS)
@@ -185,21 +213,27 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                             if !report.passed() {
                                 failed += 1;
                             }
-                            println!("{report}");
+                            writeln!(out, "{report}")?;
+                        }
+                        Err(CaseError::Rules(LoadError::Invalid { diagnostics, .. })) => {
+                            failed += 1;
+                            writeln!(out, "ERROR {}: the rules do not compile", c.display())?;
+                            write!(out, "{}", diagnostics.render(false))?;
                         }
                         Err(e) => {
                             failed += 1;
-                            println!("ERROR {}: {e}", c.display());
+                            writeln!(out, "ERROR {}: {:#}", c.display(), anyhow::Error::new(e))?;
                         }
                     }
                 }
             }
-            println!(
-                "{} cases, {} passed, {} failed",
-                total,
+            writeln!(
+                out,
+                "{}, {} passed, {} failed",
+                plural(total, "case", "cases"),
                 total - failed,
                 failed
-            );
+            )?;
             Ok(if failed == 0 {
                 ExitCode::SUCCESS
             } else {
