@@ -196,12 +196,18 @@ pub fn run_case(dir: &Path) -> Result<CaseReport, CaseError> {
     let cfg = EngineConfig {
         clock: match case.clock.as_deref() {
             Some("event") => ClockMode::Event,
-            _ => ClockMode::Wall,
+            None | Some("wall") => ClockMode::Wall,
+            Some(other) => {
+                return Err(bad(format!(
+                    "clock {other:?} is neither \"event\" nor \"wall\""
+                )))
+            }
         },
         watermark_delay: dur("watermark-delay", &case.watermark_delay)?.unwrap_or(0),
         future_skew: dur("future-skew", &case.future_skew)?,
         ..EngineConfig::default()
     };
+    let engine_event = cfg.clock == ClockMode::Event;
     let compiled = load_rules(&dir.join("rules.rules"), HashMap::new())?;
     let mut engine = Engine::new(compiled.plan, cfg);
     let feed_globs: Vec<(String, Option<usize>)> = case
@@ -216,12 +222,24 @@ pub fn run_case(dir: &Path) -> Result<CaseReport, CaseError> {
             .and_then(|(_, f)| *f)
     };
     let mut out = Collect::default();
+    let cfg_event = engine_event;
     for input in case
         .inputs
         .clone()
         .unwrap_or_else(|| vec!["input.csv".into()])
     {
         let path = dir.join(&input);
+        if cfg_event
+            && std::fs::read(&path)
+                .is_ok_and(|b| b.split(|&c| c == b'\n').any(|l| l.starts_with(b"@clock")))
+        {
+            return Err(CaseError::File {
+                path,
+                message:
+                    "@clock lines move the wall clock: they need clock = \"wall\" in case.toml"
+                        .into(),
+            });
+        }
         let format = if input.ends_with(".jsonl") {
             SourceFormat::Jsonl
         } else {
@@ -274,23 +292,74 @@ pub fn run_case(dir: &Path) -> Result<CaseReport, CaseError> {
     let exp_path = dir.join("expected.txt");
     let mut expected = Vec::new();
     let mut failures = Vec::new();
+    let mut problems = Vec::new();
+    let plan = engine.plan();
     for (n, raw) in read(&exp_path)?.lines().enumerate() {
         let text = raw.split('#').next().unwrap_or("").trim();
         if text.is_empty() {
             continue;
         }
+        let line = n + 1;
         let parts: Vec<&str> = text.split('|').map(str::trim).collect();
         if parts.len() < 5 {
-            return Err(CaseError::File {
-                path: exp_path,
-                message: format!("line {}: need 5 fields: {raw}", n + 1),
-            });
+            problems.push(format!(
+                "line {line}: need 5 fields `entity | rule | level | action | at`: {raw}"
+            ));
+            continue;
         }
-        let at = parse_at(parts[4]).map_err(|m| CaseError::File {
-            path: exp_path.clone(),
-            message: format!("line {}: {m}", n + 1),
-        })?;
-        let checks = parts[5..].iter().flat_map(|p| parse_checks(p)).collect();
+        let at = match parse_at(parts[4]) {
+            Ok(at) => at,
+            Err(m) => {
+                problems.push(format!("line {line}: {m}"));
+                continue;
+            }
+        };
+        let checks: Vec<(String, String)> =
+            parts[5..].iter().flat_map(|p| parse_checks(p)).collect();
+        if parts[2] == "status" {
+            if plan.feed_by_name(parts[1]).is_none() {
+                problems.push(format!(
+                    "line {line}: no feed {:?} in rules.rules",
+                    parts[1]
+                ));
+            }
+            if !["ok", "stale", "offline"].contains(&parts[3]) {
+                problems.push(format!(
+                    "line {line}: status {:?} is not ok, stale or offline",
+                    parts[3]
+                ));
+            }
+        } else {
+            match plan.rules.iter().find(|r| r.name == parts[1]) {
+                None => problems.push(format!(
+                    "line {line}: no rule {:?} in rules.rules",
+                    parts[1]
+                )),
+                Some(rule) => {
+                    for level in parts[2].split('>') {
+                        if !rule.levels.iter().any(|l| l.name == level) {
+                            problems.push(format!(
+                                "line {line}: rule {} has no level {level:?}",
+                                rule.name
+                            ));
+                        }
+                    }
+                }
+            }
+            if !TransitionKind::ALL.iter().any(|k| k.as_str() == parts[3]) {
+                problems.push(format!(
+                    "line {line}: action {:?} is not raise, escalate, downgrade or clear",
+                    parts[3]
+                ));
+            }
+            for (k, v) in &checks {
+                if matches!(k.as_str(), "late" | "delayed")
+                    && !matches!(v.as_str(), "true" | "false")
+                {
+                    problems.push(format!("line {line}: {k}={v}: expected true or false"));
+                }
+            }
+        }
         let key = (
             parts[0].into(),
             parts[1].into(),
@@ -305,6 +374,12 @@ pub fn run_case(dir: &Path) -> Result<CaseReport, CaseError> {
             key,
             checks,
             text: text.to_string(),
+        });
+    }
+    if !problems.is_empty() {
+        return Err(CaseError::File {
+            path: exp_path,
+            message: problems.join("\n  "),
         });
     }
     let fmt_t = |t: i64| zone.format(t);
@@ -468,7 +543,10 @@ fn check_value(w: &Warning, k: &str, v: &str) -> Result<(), String> {
             match (got, want) {
                 (None, None) => Ok(()),
                 (Some(a), Some(b)) if (a - b).abs() <= 1e-9 * b.abs().max(1.0) => Ok(()),
-                _ => Err(format!("{k} = {got:?}, expected {v}")),
+                (got, _) => Err(format!(
+                    "{k} = {}, expected {v}",
+                    got.map_or("none".to_string(), |g| g.to_string())
+                )),
             }
         }
     }
