@@ -9,12 +9,23 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/forewarn/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
+# The daemon tests (feature `daemon`) run against a real mosquitto: install it when missing.
+# Nothing is skipped without it: the tests fail loudly.
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+    echo "== installing mosquitto (apt-get)"
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mosquitto mosquitto-clients >/dev/null
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+echo "== cargo clippy (default features: the core builds without the daemon)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
-cargo test --workspace --locked "$@"
+cargo test --workspace --all-features --locked "$@"
 echo "== forewarn test tests/cases (the same runner the case tests use)"
 "$CARGO_TARGET_DIR/debug/forewarn" test tests/cases > /tmp/forewarn-cases.log || { cat /tmp/forewarn-cases.log; exit 1; }
 tail -1 /tmp/forewarn-cases.log
