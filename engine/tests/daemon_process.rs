@@ -105,8 +105,11 @@ prefix = "sig"
     assert!(log.lock().unwrap().contains("stopped"));
 }
 
+/// Requests a receiver saw: the status it answered and the body.
+type Seen = Arc<Mutex<Vec<(u16, String)>>>;
+
 /// A webhook receiver that fails the first `fail` requests with 500.
-fn receiver(fail: usize) -> (String, Arc<Mutex<Vec<(u16, String)>>>) {
+fn receiver(fail: usize) -> (String, Seen) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", l.local_addr().unwrap());
     let seen = Arc::new(Mutex::new(Vec::new()));
