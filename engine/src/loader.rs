@@ -82,7 +82,9 @@ pub fn load_rules(
     path: &Path,
     overrides: HashMap<String, PathBuf>,
 ) -> Result<LoadedRules, LoadError> {
-    let source = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+    // bytes: a file that is not UTF-8 is a diagnostic with line and column (E004), not an I/O
+    // error
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
         path: path.to_path_buf(),
         source,
     })?;
@@ -91,11 +93,13 @@ pub fn load_rules(
         overrides,
     };
     let name = path.display().to_string();
-    let Compiled { plan, warnings } =
-        forewarn_rules::compile(&source, &name, &loader).map_err(|d| LoadError::Invalid {
+    let Compiled { plan, warnings } = forewarn_rules::compile_bytes(&bytes, &name, &loader)
+        .map_err(|d| LoadError::Invalid {
             path: path.to_path_buf(),
             diagnostics: Box::new(d),
         })?;
+    // a file that compiles is UTF-8
+    let source = String::from_utf8_lossy(&bytes);
     let warnings = Diagnostics::from_warnings(&name, &source, &warnings);
     Ok(LoadedRules { plan, warnings })
 }

@@ -205,6 +205,7 @@ pub enum BinOp {
 
 impl BinOp {
     /// Source spelling.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn text(self) -> &'static str {
         match self {
             BinOp::Or => "or",
@@ -232,6 +233,12 @@ impl BinOp {
     }
 }
 
+/// How deeply an expression may nest: the depth of its syntax tree (each operator,
+/// parenthesis, `not`, unary `-` and call is one level; a chain `a or b or c` is left-deep,
+/// one level per operator). Parser, checker and the engine's evaluators recurse on the tree,
+/// so the limit keeps them within a 2 MiB stack (E102).
+pub const MAX_DEPTH: u32 = 256;
+
 /// An expression with its span.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expr {
@@ -239,6 +246,25 @@ pub struct Expr {
     pub kind: ExprKind,
     /// Where.
     pub span: Span,
+    /// Depth of the tree rooted here (1 for a leaf); at most [`MAX_DEPTH`].
+    pub depth: u32,
+}
+
+impl Expr {
+    /// A node over `kind`, its depth computed from its children.
+    pub fn new(kind: ExprKind, span: Span) -> Expr {
+        let below = match &kind {
+            ExprKind::Unary(_, e) | ExprKind::Paren(e) => e.depth,
+            ExprKind::Binary(_, _, l, r) => l.depth.max(r.depth),
+            ExprKind::Call { args, .. } => args.iter().map(|a| a.depth).max().unwrap_or(0),
+            _ => 0,
+        };
+        Expr {
+            kind,
+            span,
+            depth: below + 1,
+        }
+    }
 }
 
 /// Expression kinds.

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use sha2::{Digest, Sha256};
 
-use crate::ast::{self, BinOp as ABin, Clause, ExprKind, Ident, Item, RuleLevels, UnOp};
+use crate::ast::{self, BinOp as ABin, Clause, ExprKind, Ident, Item, RuleLevels, UnOp, MAX_DEPTH};
 use crate::diag::{did_you_mean, Diagnostic, Span};
 use crate::ir::{self, Expr, FeedId, Millis, Quantity, TableId, Unit, WindowFunc, WindowId};
 use crate::reach;
@@ -30,6 +30,33 @@ const WINDOW_FUNCS: &[&str] = &[
     "decay_sum",
     "since",
 ];
+/// The most nodes the uses of `let`s may write out in one rule (E103): `let`s that use each
+/// other twice would otherwise double the tree at every step. What is written without `let`s
+/// is bounded by the file's length.
+pub const MAX_NODES: usize = 100_000;
+
+/// The most antecedent days of `decay_sum` (E307): the evaluation costs one day window each.
+pub const MAX_DECAY_DAYS: i64 = 366;
+
+/// Depth and node count of a checked expression, computed without recursion.
+fn ir_size(e: &Expr) -> (u32, usize) {
+    let mut stack = vec![(e, 1u32)];
+    let (mut depth, mut nodes) = (0, 0);
+    while let Some((e, d)) = stack.pop() {
+        nodes += 1;
+        depth = depth.max(d);
+        match e {
+            Expr::Neg(x) | Expr::Not(x) => stack.push((x, d + 1)),
+            Expr::Binary(_, l, r) => {
+                stack.push((l, d + 1));
+                stack.push((r, d + 1));
+            }
+            _ => {}
+        }
+    }
+    (depth, nodes)
+}
+
 const GROUP_FUNCS: &[&str] = &[
     "group_median",
     "group_mean",
@@ -140,7 +167,8 @@ struct TableEntry {
 
 #[derive(Clone)]
 enum LetVal {
-    Ok(Expr, Ty),
+    /// The checked value, its type and its size in nodes.
+    Ok(Expr, Ty, usize),
     Poisoned,
 }
 
@@ -155,6 +183,10 @@ struct RuleCx {
     required: Vec<TableId>,
     /// Every table reference: (table, span, has default).
     table_refs: Vec<(TableId, Span, bool)>,
+    /// Nodes written out by the uses of `let`s so far (E103 past [`MAX_NODES`]).
+    substituted: usize,
+    /// E103 is reported (once per rule).
+    too_large: bool,
 }
 
 impl RuleCx {
@@ -245,6 +277,23 @@ impl<'a> Checker<'a> {
             if let Item::Rule(r) = item {
                 self.rule(r);
             }
+        }
+        let no_rules = !file.items.iter().any(|i| matches!(i, Item::Rule(_)));
+        if no_rules && !self.syntax_errors {
+            let what = if file.items.is_empty() {
+                "the file declares nothing"
+            } else {
+                "the file declares no `rule`"
+            };
+            self.diags.push(
+                Diagnostic::warning(
+                    "W504",
+                    "no rules: nothing will ever be evaluated",
+                    Span::new(0, 0),
+                )
+                .label(what)
+                .help("add a rule, e.g. `rule heavy_rain on rain:` and `warning when sum(rain, 1h) >= 30 mm`"),
+            );
         }
         if !self.syntax_errors {
             for (i, used) in self.feed_used.iter().enumerate() {
@@ -654,7 +703,8 @@ impl<'a> Checker<'a> {
             let mut example = None;
             for (k, r) in &keys {
                 let v = &raw[**r][c];
-                if !v.is_empty() && v.parse::<f64>().is_err() {
+                // a numeric column holds finite numbers only: `NaN`, `inf`, `1e400` are text
+                if !v.is_empty() && !v.parse::<f64>().is_ok_and(f64::is_finite) {
                     example = Some(((*k).clone(), v.clone()));
                     break;
                 }
@@ -855,6 +905,10 @@ impl<'a> Checker<'a> {
             }
             let_spans.insert(name.name.clone(), name.span);
             let (e, ty) = self.expr(expr, &mut cx);
+            let (e, ty) = match ty {
+                Ty::Error => ERR,
+                ty => self.bounded(Some(e), expr.span).map_or(ERR, |e| (e, ty)),
+            };
             let v = match ty {
                 Ty::Error => LetVal::Poisoned,
                 ty => {
@@ -866,7 +920,8 @@ impl<'a> Checker<'a> {
                             _ => Unit::None,
                         });
                     }
-                    LetVal::Ok(e, ty)
+                    let size = ir_size(&e).1;
+                    LetVal::Ok(e, ty, size)
                 }
             };
             cx.lets.insert(name.name.clone(), v);
@@ -887,12 +942,14 @@ impl<'a> Checker<'a> {
                     exit,
                 } => {
                     let w = self.cond(when, &mut cx, "a level's `when`");
+                    let w = self.bounded(w, when.span);
                     let h = hold
                         .as_ref()
                         .and_then(|h| self.expect_duration(h, "a hold (`for`)", false));
-                    let x = exit
-                        .as_ref()
-                        .and_then(|x| self.cond(x, &mut cx, "an `exit when`"));
+                    let x = exit.as_ref().and_then(|x| {
+                        let c = self.cond(x, &mut cx, "an `exit when`");
+                        self.bounded(c, x.span)
+                    });
                     if let Some((order, _)) = &order {
                         if !order.iter().any(|o| o.name == name.name) {
                             let s = did_you_mean(&name.name, order.iter().map(|o| o.name.as_str()));
@@ -956,6 +1013,7 @@ impl<'a> Checker<'a> {
                 }
                 Clause::ClearWhen { cond, hold } => {
                     let cw = self.cond(cond, &mut cx, "`clear when`");
+                    let cw = self.bounded(cw, cond.span);
                     let h = hold
                         .as_ref()
                         .and_then(|h| self.expect_duration(h, "a hold (`for`)", false));
@@ -1059,20 +1117,34 @@ impl<'a> Checker<'a> {
                 if matches!(lo.def.when, Expr::Bool(false)) {
                     continue;
                 }
-                if reach::implies(&lo.def.when, &hi.def.when) {
+                let facts = reach::Facts {
+                    windows: &self.windows,
+                    feeds: &self.feeds,
+                };
+                if reach::implies(&lo.def.when, &hi.def.when, &facts) {
+                    let mut d = Diagnostic::error(
+                        "E401",
+                        format!("level `{}` is unreachable", lo.def.name),
+                        lo.when_span,
+                    )
+                    .label(format!("whenever this holds, `{}` holds too", hi.def.name))
+                    .secondary(hi.when_span, format!("`{}` is a higher level", hi.def.name))
+                    .note(format!(
+                        "the highest level whose condition holds wins, so `{}` is never raised",
+                        lo.def.name
+                    ));
+                    let no_facts = reach::Facts {
+                        windows: &[],
+                        feeds: &[],
+                    };
+                    if !reach::implies(&lo.def.when, &hi.def.when, &no_facts) {
+                        d = d.note(
+                            "over a longer window, a `count`, or a `sum` of a feed whose `range` \
+                             starts at 0 or above, is never less than over a shorter one",
+                        );
+                    }
                     self.err(
-                        Diagnostic::error(
-                            "E401",
-                            format!("level `{}` is unreachable", lo.def.name),
-                            lo.when_span,
-                        )
-                        .label(format!("whenever this holds, `{}` holds too", hi.def.name))
-                        .secondary(hi.when_span, format!("`{}` is a higher level", hi.def.name))
-                        .note(format!(
-                            "the highest level whose condition holds wins, so `{}` is never raised",
-                            lo.def.name
-                        ))
-                        .help("check the thresholds and the order of the levels (lowest first)"),
+                        d.help("check the thresholds and the order of the levels (lowest first)"),
                     );
                     break;
                 }
@@ -1111,7 +1183,11 @@ impl<'a> Checker<'a> {
             ) else {
                 continue;
             };
-            if reach::implies(&a, &b) {
+            let facts = reach::Facts {
+                windows: &self.windows,
+                feeds: &self.feeds,
+            };
+            if reach::implies(&a, &b, &facts) {
                 inverted.push(key.clone());
             }
         }
@@ -1229,24 +1305,79 @@ impl<'a> Checker<'a> {
         );
     }
 
+    /// E103: the uses of `let`s in a rule write out too many nodes.
+    #[inline(never)]
+    fn too_large(&mut self, span: Span) {
+        self.err(
+            Diagnostic::error(
+                "E103",
+                format!("rule too large once its `let`s are written out (limit {MAX_NODES} nodes)"),
+                span,
+            )
+            .label("the limit is passed at this use")
+            .note(
+                "a `let` is written out wherever it is used: a `let` that uses another one \
+                 twice is twice its size",
+            )
+            .help("simplify the `let`s, or use them in fewer places"),
+        );
+    }
+
+    /// E102 for a checked expression (a `let`, a condition, a message value): the parser
+    /// bounds the tree as written, but `let`s are written out where they are used, so their
+    /// depths add up.
+    fn bounded(&mut self, e: Option<Expr>, span: Span) -> Option<Expr> {
+        let e = e?;
+        let (depth, _) = ir_size(&e);
+        if depth > MAX_DEPTH {
+            self.err(
+                Diagnostic::error(
+                    "E102",
+                    format!(
+                        "expression nested too deeply once its `let`s are substituted (limit {MAX_DEPTH})"
+                    ),
+                    span,
+                )
+                .label(format!("{depth} levels deep with its `let`s written out"))
+                .note("a `let` is written out wherever it is used, so the depths add up")
+                .help(
+                    "simplify the expression, or group long chains with parentheses: \
+                     `(a or b or c) or (d or e or f)` nests each group separately",
+                ),
+            );
+            return None;
+        }
+        Some(e)
+    }
+
+    // The functions on the recursive path (`expr`, `cond`, `num`, `unary`, `binary`,
+    // `default`, `call`, `constant`) are kept small and leave diagnostics and leaves to
+    // functions of their own: their unoptimized stack frames decide how deep a 2 MiB stack
+    // goes, and an expression may be MAX_DEPTH deep.
+
     fn cond(&mut self, e: &ast::Expr, cx: &mut RuleCx, what: &str) -> Option<Expr> {
         let (ir, ty) = self.expr(e, cx);
         match ty {
             Ty::Cond => Some(ir),
             Ty::Error => None,
             Ty::Num(n) => {
-                self.err(
-                    Diagnostic::error(
-                        "E303",
-                        format!("{what} needs a condition, found a number"),
-                        e.span,
-                    )
-                    .label(format!("this is {}, not a condition", nu_text(n)))
-                    .help("compare it with a threshold, e.g. `sum(rain, 1h) >= 30 mm`"),
-                );
+                self.not_a_condition(e.span, n, what);
                 None
             }
         }
+    }
+
+    #[inline(never)]
+    fn not_a_condition(&mut self, span: Span, n: Nu, what: &str) {
+        self.err(
+            Diagnostic::error(
+                "E303",
+                format!("{what} needs a condition, found a number"),
+                span,
+            )
+            .label(format!("this is {}, not a condition", nu_text(n)))
+            .help("compare it with a threshold, e.g. `sum(rain, 1h) >= 30 mm`"),
+        );
     }
 
     fn num(&mut self, e: &ast::Expr, cx: &mut RuleCx, what: &str) -> Option<(Expr, Nu)> {
@@ -1255,23 +1386,53 @@ impl<'a> Checker<'a> {
             Ty::Num(n) => Some((ir, n)),
             Ty::Error => None,
             Ty::Cond => {
-                self.err(
-                    Diagnostic::error(
-                        "E303",
-                        format!("{what} needs a number, found a condition"),
-                        e.span,
-                    )
-                    .label("this is a condition (true or false), not a number"),
-                );
+                self.not_a_number(e.span, what);
                 None
             }
         }
     }
 
+    #[inline(never)]
+    fn not_a_number(&mut self, span: Span, what: &str) {
+        self.err(
+            Diagnostic::error(
+                "E303",
+                format!("{what} needs a number, found a condition"),
+                span,
+            )
+            .label("this is a condition (true or false), not a number"),
+        );
+    }
+
     fn expr(&mut self, e: &ast::Expr, cx: &mut RuleCx) -> Checked {
         match &e.kind {
-            ExprKind::Error => ERR,
             ExprKind::Paren(x) => self.expr(x, cx),
+            ExprKind::Unary(op, x) => self.unary(*op, x, cx),
+            ExprKind::Binary(op, op_span, l, r) => self.binary(*op, *op_span, l, r, cx),
+            ExprKind::Call { func, args } => self.call(func, args, e.span, cx),
+            _ => self.leaf(e, cx),
+        }
+    }
+
+    fn unary(&mut self, op: UnOp, x: &ast::Expr, cx: &mut RuleCx) -> Checked {
+        match op {
+            UnOp::Neg => match self.num(x, cx, "`-`") {
+                Some((Expr::Num(v), n)) => (Expr::Num(-v), Ty::Num(n)),
+                Some((ir, n)) => (Expr::Neg(Box::new(ir)), Ty::Num(n)),
+                None => ERR,
+            },
+            UnOp::Not => match self.cond(x, cx, "`not`") {
+                Some(c) => (Expr::Not(Box::new(c)), Ty::Cond),
+                None => ERR,
+            },
+        }
+    }
+
+    /// An expression without subexpressions (a call's arguments are checked by `call`).
+    #[inline(never)]
+    fn leaf(&mut self, e: &ast::Expr, cx: &mut RuleCx) -> Checked {
+        match &e.kind {
+            ExprKind::Error => ERR,
             ExprKind::Bool(b) => (Expr::Bool(*b), Ty::Cond),
             ExprKind::Num { value, unit: None } => (Expr::Num(*value), Ty::Num(Nu::Bare)),
             ExprKind::Num {
@@ -1344,17 +1505,10 @@ impl<'a> Checker<'a> {
                     None => ERR,
                 }
             }
-            ExprKind::Call { func, args } => self.call(func, args, e.span, cx),
-            ExprKind::Unary(UnOp::Neg, x) => match self.num(x, cx, "`-`") {
-                Some((Expr::Num(v), n)) => (Expr::Num(-v), Ty::Num(n)),
-                Some((ir, n)) => (Expr::Neg(Box::new(ir)), Ty::Num(n)),
-                None => ERR,
-            },
-            ExprKind::Unary(UnOp::Not, x) => match self.cond(x, cx, "`not`") {
-                Some(c) => (Expr::Not(Box::new(c)), Ty::Cond),
-                None => ERR,
-            },
-            ExprKind::Binary(op, op_span, l, r) => self.binary(*op, *op_span, l, r, cx),
+            ExprKind::Paren(_)
+            | ExprKind::Unary(..)
+            | ExprKind::Binary(..)
+            | ExprKind::Call { .. } => self.expr(e, cx),
         }
     }
 
@@ -1373,7 +1527,18 @@ impl<'a> Checker<'a> {
 
     fn name(&mut self, n: &str, span: Span, cx: &mut RuleCx) -> Checked {
         match cx.lets.get(n) {
-            Some(LetVal::Ok(e, ty)) => return (e.clone(), *ty),
+            Some(LetVal::Ok(e, ty, size)) => {
+                // every use writes the let out: bound the total (E103), before it is built
+                cx.substituted += size;
+                if cx.substituted <= MAX_NODES {
+                    return (e.clone(), *ty);
+                }
+                if !cx.too_large {
+                    cx.too_large = true;
+                    self.too_large(span);
+                }
+                return ERR;
+            }
             Some(LetVal::Poisoned) => return ERR,
             None => {}
         }
@@ -1486,8 +1651,14 @@ impl<'a> Checker<'a> {
                         table.span.to(column.span),
                     )
                     .label("used as a number here")
-                    .note(format!("the row of `{entity}` has `{text}` in this column"))
-                    .help("only columns whose every non-empty cell is a number can be compared"),
+                    .note(if text.parse::<f64>().is_ok() {
+                        format!(
+                            "the row of `{entity}` has `{text}` in this column, which is not a finite number"
+                        )
+                    } else {
+                        format!("the row of `{entity}` has `{text}` in this column")
+                    })
+                    .help("only columns whose every non-empty cell is a finite number can be compared; leave a cell empty for \"no value\""),
                 );
                 return None;
             }
@@ -1503,10 +1674,11 @@ impl<'a> Checker<'a> {
         r: &ast::Expr,
         cx: &mut RuleCx,
     ) -> Checked {
+        let what = quoted_op(op);
         match op {
             ABin::And | ABin::Or => {
-                let a = self.cond(l, cx, &format!("`{}`", op.text()));
-                let b = self.cond(r, cx, &format!("`{}`", op.text()));
+                let a = self.cond(l, cx, what);
+                let b = self.cond(r, cx, what);
                 let iop = if op == ABin::And {
                     ir::BinOp::And
                 } else {
@@ -1519,73 +1691,82 @@ impl<'a> Checker<'a> {
             }
             ABin::Default => self.default(l, r, op_span, cx),
             _ => {
-                let what = format!("`{}`", op.text());
-                let a = self.num(l, cx, &what);
-                let b = self.num(r, cx, &what);
-                let (Some((a, na)), Some((b, nb))) = (a, b) else {
+                let a = self.num(l, cx, what);
+                let b = self.num(r, cx, what);
+                match (a, b) {
+                    (Some(a), Some(b)) => self.arith(op, op_span, (a, l.span), (b, r.span)),
+                    _ => ERR,
+                }
+            }
+        }
+    }
+
+    /// A comparison or arithmetic over checked operands.
+    #[inline(never)]
+    fn arith(
+        &mut self,
+        op: ABin,
+        op_span: Span,
+        ((a, na), l_span): ((Expr, Nu), Span),
+        ((b, nb), r_span): ((Expr, Nu), Span),
+    ) -> Checked {
+        let iop = match op {
+            ABin::Lt => ir::BinOp::Lt,
+            ABin::Le => ir::BinOp::Le,
+            ABin::Gt => ir::BinOp::Gt,
+            ABin::Ge => ir::BinOp::Ge,
+            ABin::Eq => ir::BinOp::Eq,
+            ABin::Ne => ir::BinOp::Ne,
+            ABin::Add => ir::BinOp::Add,
+            ABin::Sub => ir::BinOp::Sub,
+            ABin::Mul => ir::BinOp::Mul,
+            _ => ir::BinOp::Div,
+        };
+        if op.is_comparison() || matches!(op, ABin::Add | ABin::Sub) {
+            let Some((a, b, n)) = self.unify(op, (a, na, l_span), (b, nb, r_span)) else {
+                return ERR;
+            };
+            if let Nu::Amb(_) = n {
+                if op.is_comparison() || !(is_const(&a) && is_const(&b)) {
+                    self.ambiguous(l_span.to(r_span));
                     return ERR;
-                };
-                let iop = match op {
-                    ABin::Lt => ir::BinOp::Lt,
-                    ABin::Le => ir::BinOp::Le,
-                    ABin::Gt => ir::BinOp::Gt,
-                    ABin::Ge => ir::BinOp::Ge,
-                    ABin::Eq => ir::BinOp::Eq,
-                    ABin::Ne => ir::BinOp::Ne,
-                    ABin::Add => ir::BinOp::Add,
-                    ABin::Sub => ir::BinOp::Sub,
-                    ABin::Mul => ir::BinOp::Mul,
-                    _ => ir::BinOp::Div,
-                };
-                if op.is_comparison() || matches!(op, ABin::Add | ABin::Sub) {
-                    let Some((a, b, n)) = self.unify(op, (a, na, l.span), (b, nb, r.span)) else {
-                        return ERR;
-                    };
-                    if let Nu::Amb(_) = n {
-                        if op.is_comparison() || !(is_const(&a) && is_const(&b)) {
-                            self.ambiguous(l.span.to(r.span));
-                            return ERR;
-                        }
-                    }
-                    if op.is_comparison() {
-                        (Expr::Binary(iop, Box::new(a), Box::new(b)), Ty::Cond)
+                }
+            }
+            if op.is_comparison() {
+                (Expr::Binary(iop, Box::new(a), Box::new(b)), Ty::Cond)
+            } else {
+                (fold(iop, a, b), Ty::Num(n))
+            }
+        } else {
+            let n = match (op, na, nb) {
+                (_, Nu::Amb(_), Nu::Amb(_)) => None,
+                (ABin::Div, Nu::Bare | Nu::Known(_), Nu::Amb(_)) => None,
+                (_, x, Nu::Bare | Nu::Known(Unit::None)) => Some(x),
+                (ABin::Mul, Nu::Bare | Nu::Known(Unit::None), x) => Some(x),
+                (ABin::Div, Nu::Known(x), Nu::Known(y)) if x == y => Some(Nu::Known(Unit::None)),
+                _ => None,
+            };
+            match n {
+                Some(n) => (fold(iop, a, b), Ty::Num(n)),
+                None => {
+                    let verb = if op == ABin::Mul {
+                        "multiply"
                     } else {
-                        (fold(iop, a, b), Ty::Num(n))
-                    }
-                } else {
-                    let n = match (op, na, nb) {
-                        (_, Nu::Amb(_), Nu::Amb(_)) => None,
-                        (ABin::Div, Nu::Bare | Nu::Known(_), Nu::Amb(_)) => None,
-                        (_, x, Nu::Bare | Nu::Known(Unit::None)) => Some(x),
-                        (ABin::Mul, Nu::Bare | Nu::Known(Unit::None), x) => Some(x),
-                        (ABin::Div, Nu::Known(x), Nu::Known(y)) if x == y => {
-                            Some(Nu::Known(Unit::None))
-                        }
-                        _ => None,
+                        "divide"
                     };
-                    match n {
-                        Some(n) => (fold(iop, a, b), Ty::Num(n)),
-                        None => {
-                            let verb = if op == ABin::Mul {
-                                "multiply"
-                            } else {
-                                "divide"
-                            };
-                            let prep = "by";
-                            self.err(
-                                Diagnostic::error(
-                                    "E304",
-                                    format!("cannot {verb} {} {prep} {}", nu_text(na), nu_text(nb)),
-                                    op_span,
-                                )
-                                .label("the result would have no unit forewarn knows")
-                                .secondary(l.span, nu_text(na))
-                                .secondary(r.span, nu_text(nb))
-                                .help("scale by plain numbers only, e.g. `0.5 * ear`"),
-                            );
-                            ERR
-                        }
-                    }
+                    let prep = "by";
+                    self.err(
+                        Diagnostic::error(
+                            "E304",
+                            format!("cannot {verb} {} {prep} {}", nu_text(na), nu_text(nb)),
+                            op_span,
+                        )
+                        .label("the result would have no unit forewarn knows")
+                        .secondary(l_span, nu_text(na))
+                        .secondary(r_span, nu_text(nb))
+                        .help("scale by plain numbers only, e.g. `0.5 * ear`"),
+                    );
+                    ERR
                 }
             }
         }
@@ -1654,19 +1835,38 @@ impl<'a> Checker<'a> {
             // still check the left side for its own errors
             let (_, ty) = self.expr(l, cx);
             if ty != Ty::Error {
-                self.err(
-                    Diagnostic::error(
-                        "E302",
-                        "`??` gives a default for a table value; its left side must be `table.column`",
-                        l.span,
-                    )
-                    .label("not a table column")
-                    .secondary(op_span, "default given here"),
-                );
+                self.default_not_column(l.span, op_span);
             }
             return ERR;
         };
-        let (rv, rn) = match self.num(r, cx, "a `??` default") {
+        let rv = self.num(r, cx, "a `??` default");
+        self.default_of(table, column, rv, (l.span, r.span), cx)
+    }
+
+    #[inline(never)]
+    fn default_not_column(&mut self, span: Span, op_span: Span) {
+        self.err(
+            Diagnostic::error(
+                "E302",
+                "`??` gives a default for a table value; its left side must be `table.column`",
+                span,
+            )
+            .label("not a table column")
+            .secondary(op_span, "default given here"),
+        );
+    }
+
+    /// `table.column ?? default` once the default is checked.
+    #[inline(never)]
+    fn default_of(
+        &mut self,
+        table: &Ident,
+        column: &Ident,
+        rv: Option<(Expr, Nu)>,
+        (l_span, r_span): (Span, Span),
+        cx: &mut RuleCx,
+    ) -> Checked {
+        let (rv, rn) = match rv {
             Some(x) => x,
             None => {
                 let _ = self.column(table, column, true, cx, None);
@@ -1675,20 +1875,20 @@ impl<'a> Checker<'a> {
         };
         let Expr::Num(v) = rv else {
             self.err(
-                Diagnostic::error("E302", "a `??` default must be a constant", r.span)
+                Diagnostic::error("E302", "a `??` default must be a constant", r_span)
                     .label("not a constant")
                     .help("write a number with its unit, e.g. `gauge.prep_24h ?? 100 mm`"),
             );
             return ERR;
         };
         if let Nu::Amb(_) = rn {
-            self.ambiguous(r.span);
+            self.ambiguous(r_span);
             return ERR;
         }
         let Some((t, c)) = self.column(table, column, true, cx, None) else {
             return ERR;
         };
-        let span = l.span.to(r.span);
+        let span = l_span.to(r_span);
         cx.use_table(t, span, true);
         let ir = Expr::Column {
             table: t,
@@ -1731,8 +1931,8 @@ impl<'a> Checker<'a> {
 
     /// The feed argument of a window function.
     fn feed_arg(&mut self, e: &ast::Expr, func: &str, cx: &RuleCx) -> Option<FeedId> {
+        let e = strip_parens(e);
         let kind = match &e.kind {
-            ExprKind::Paren(x) => return self.feed_arg(x, func, cx),
             ExprKind::Name(n) => {
                 if cx.lets.contains_key(n) {
                     self.err(
@@ -1774,8 +1974,8 @@ impl<'a> Checker<'a> {
 
     /// A duration argument or clause value; `None` if wrong (reported).
     fn expect_duration(&mut self, e: &ast::Expr, what: &str, allow_zero: bool) -> Option<Millis> {
+        let e = strip_parens(e);
         match &e.kind {
-            ExprKind::Paren(x) => self.expect_duration(x, what, allow_zero),
             ExprKind::Error => None,
             ExprKind::Duration(0) if !allow_zero => {
                 self.err(
@@ -1839,10 +2039,28 @@ impl<'a> Checker<'a> {
     }
 
     fn call(&mut self, func: &Ident, args: &[ast::Expr], span: Span, cx: &mut RuleCx) -> Checked {
+        // the arguments that are expressions are checked from this small frame
         let f = func.name.as_str();
         if GROUP_FUNCS.contains(&f) {
-            return self.group_call(func, args, span, cx);
+            let first = (args.len() == 2).then(|| self.expr(&args[0], cx));
+            return self.group_call(func, args, span, cx, first);
         }
+        let k = (f == "decay_sum" && args.len() == 3)
+            .then(|| self.constant(&args[2], "the decay factor of `decay_sum`", cx));
+        self.window_call(func, args, span, cx, k.flatten())
+    }
+
+    /// A window function call; `k` is the checked decay factor of `decay_sum`.
+    #[inline(never)]
+    fn window_call(
+        &mut self,
+        func: &Ident,
+        args: &[ast::Expr],
+        span: Span,
+        cx: &mut RuleCx,
+        k: Option<f64>,
+    ) -> Checked {
+        let f = func.name.as_str();
         if !WINDOW_FUNCS.contains(&f) {
             let all = WINDOW_FUNCS.iter().chain(GROUP_FUNCS).copied();
             let s = did_you_mean(f, all);
@@ -1916,6 +2134,22 @@ impl<'a> Checker<'a> {
                 let days =
                     self.expect_duration(&args[1], "the number of days of `decay_sum`", false);
                 let days = match days {
+                    Some(ms) if ms % ir::DAY == 0 && ms / ir::DAY > MAX_DECAY_DAYS => {
+                        self.err(
+                            Diagnostic::error(
+                                "E307",
+                                format!(
+                                    "`decay_sum` looks back at most {MAX_DECAY_DAYS} days, found {}",
+                                    ms / ir::DAY
+                                ),
+                                args[1].span,
+                            )
+                            .label(format!("more than {MAX_DECAY_DAYS} days"))
+                            .note("each antecedent day is summed on every evaluation")
+                            .help("an antecedent precipitation index uses days to weeks, e.g. `10d` or `30d`"),
+                        );
+                        None
+                    }
                     Some(ms) if ms % ir::DAY == 0 => Some((ms / ir::DAY) as u32),
                     Some(_) => {
                         self.err(
@@ -1931,7 +2165,6 @@ impl<'a> Checker<'a> {
                     }
                     None => None,
                 };
-                let k = self.constant(&args[2], "the decay factor of `decay_sum`", cx);
                 let k = match k {
                     Some(k) if k > 0.0 && k <= 1.0 => Some(k),
                     Some(k) => {
@@ -1966,10 +2199,11 @@ impl<'a> Checker<'a> {
                             let s = zone_suggestion(z);
                             self.err(
                                 Diagnostic::error("E211", format!("unknown time zone `{z}`"), *zs)
-                                    .label("not an IANA zone name or a UTC offset")
+                                    .label("not an IANA zone name, `UTC` or a UTC offset")
+                                    .note("zone names are those of the IANA time zone database, spelled exactly (`Asia/Shanghai`, `America/Chicago`)")
                                     .help(match s {
                                         Some(s) => format!("did you mean `{s}`?"),
-                                        None => "write an IANA name like `Asia/Shanghai` or an offset like `+08:00`".to_string(),
+                                        None => "write an IANA name like `Asia/Shanghai`, `UTC` (or `Z`), or an offset like `+08:00`".to_string(),
                                     }),
                             );
                             params_ok = false;
@@ -2166,21 +2400,29 @@ impl<'a> Checker<'a> {
             (_, Ty::Error) => None,
             (Expr::Num(v), Ty::Num(Nu::Bare | Nu::Known(Unit::None))) => Some(v),
             _ => {
-                self.err(
-                    Diagnostic::error("E302", format!("{what} must be a plain number"), e.span)
-                        .label("expected a number like `0.84`"),
-                );
+                self.not_a_constant(e.span, what);
                 None
             }
         }
     }
 
+    #[inline(never)]
+    fn not_a_constant(&mut self, span: Span, what: &str) {
+        self.err(
+            Diagnostic::error("E302", format!("{what} must be a plain number"), span)
+                .label("expected a number like `0.84`"),
+        );
+    }
+
+    /// A group function call; `first` is its checked first argument (with 2 arguments).
+    #[inline(never)]
     fn group_call(
         &mut self,
         func: &Ident,
         args: &[ast::Expr],
         span: Span,
         cx: &mut RuleCx,
+        first: Option<Checked>,
     ) -> Checked {
         let f = func.name.as_str();
         if args.len() != 2 {
@@ -2198,7 +2440,7 @@ impl<'a> Checker<'a> {
             );
             return ERR;
         }
-        let (w, ty) = self.expr(&args[0], cx);
+        let (w, ty) = first.unwrap_or(ERR);
         let window = match (w, ty) {
             (_, Ty::Error) => None,
             (Expr::Window(id), Ty::Num(_)) => Some(id),
@@ -2415,6 +2657,7 @@ impl<'a> Checker<'a> {
             }
         }
         let (ir, n) = self.num(&e, cx, "a message hole")?;
+        let ir = self.bounded(Some(ir), e.span)?;
         if let Nu::Amb(_) = n {
             self.ambiguous(e.span);
             return None;
@@ -2427,6 +2670,33 @@ impl<'a> Checker<'a> {
                 _ => Unit::None,
             },
         })
+    }
+}
+
+/// The expression inside any parentheses (without recursion).
+fn strip_parens(mut e: &ast::Expr) -> &ast::Expr {
+    while let ExprKind::Paren(x) = &e.kind {
+        e = x;
+    }
+    e
+}
+
+/// An operator in backquotes, for "`+` needs a number".
+fn quoted_op(op: ABin) -> &'static str {
+    match op {
+        ABin::Or => "`or`",
+        ABin::And => "`and`",
+        ABin::Lt => "`<`",
+        ABin::Le => "`<=`",
+        ABin::Gt => "`>`",
+        ABin::Ge => "`>=`",
+        ABin::Eq => "`==`",
+        ABin::Ne => "`!=`",
+        ABin::Add => "`+`",
+        ABin::Sub => "`-`",
+        ABin::Mul => "`*`",
+        ABin::Div => "`/`",
+        ABin::Default => "`??`",
     }
 }
 
@@ -2466,6 +2736,10 @@ pub fn window_label(func: &WindowFunc, feed: &str, width: Option<Millis>) -> Str
 }
 
 fn valid_zone(z: &str) -> bool {
+    // `Z` and `UTC` as in timestamps (the engine reads both as UTC)
+    if z == "Z" || z == "UTC" {
+        return true;
+    }
     if let Some(rest) = z.strip_prefix(['+', '-']) {
         let b = rest.as_bytes();
         return b.len() == 5
@@ -2476,8 +2750,25 @@ fn valid_zone(z: &str) -> bool {
     z.parse::<chrono_tz::Tz>().is_ok()
 }
 
+/// A zone the user probably meant. A wrong zone is worse than none (`Z` is one edit from
+/// `NZ`, New Zealand, UTC+12), so only names of 3 or more characters get a suggestion, and
+/// only one at most 2 edits away (1 for names under 6 characters), ignoring case.
 fn zone_suggestion(z: &str) -> Option<String> {
-    did_you_mean(z, chrono_tz::TZ_VARIANTS.iter().map(|t| t.name()))
+    let n = z.chars().count();
+    if n < 3 {
+        return None;
+    }
+    let max = (n / 3).min(2);
+    let lower = z.to_lowercase();
+    chrono_tz::TZ_VARIANTS
+        .iter()
+        .map(|t| t.name())
+        .chain(["UTC", "Z"])
+        .filter(|c| *c != z)
+        .map(|c| (crate::diag::levenshtein(&lower, &c.to_lowercase()), c))
+        .filter(|(d, _)| *d <= max)
+        .min_by_key(|(d, c)| (*d, c.to_string()))
+        .map(|(_, c)| c.to_string())
 }
 
 fn default_message(values: &[(String, Expr)], value_units: &[Unit]) -> Vec<ir::TemplatePart> {

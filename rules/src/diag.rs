@@ -4,6 +4,7 @@ use codespan_reporting::diagnostic as cs;
 use codespan_reporting::files::SimpleFile;
 use codespan_reporting::term;
 use codespan_reporting::term::termcolor::Buffer;
+use std::borrow::Cow;
 use std::fmt;
 
 /// A half-open byte range `[start, end)` into the rule source.
@@ -149,11 +150,22 @@ pub struct Diagnostics {
 
 impl Diagnostics {
     /// Diagnostics for `source` (named `file_name` in the output), sorted by position.
-    pub fn new(file_name: &str, source: &str, mut items: Vec<Diagnostic>) -> Diagnostics {
+    /// The source is read as [`crate::compile`] reads it: without a leading byte order mark,
+    /// and with lone carriage returns (old Mac line ends) as line breaks.
+    pub fn new(file_name: &str, source: &str, items: Vec<Diagnostic>) -> Diagnostics {
+        Diagnostics::normalized(file_name, normalize(source).into_owned(), items)
+    }
+
+    /// As [`Diagnostics::new`], for a source that is normalized already.
+    pub(crate) fn normalized(
+        file_name: &str,
+        source: String,
+        mut items: Vec<Diagnostic>,
+    ) -> Diagnostics {
         items.sort_by_key(|d| (d.span.start, d.span.end));
         Diagnostics {
             file_name: file_name.to_string(),
-            source: source.to_string(),
+            source,
             items,
         }
     }
@@ -190,8 +202,14 @@ impl Diagnostics {
 
     /// Render rustc-style (`error[E204]: ...`, `--> file:line:col`, source line, carets,
     /// `= help: ...`), with ANSI colour only when `color` is true.
+    ///
+    /// Control characters are never echoed: in source lines and messages they are shown as
+    /// their visible symbols (`␛` for ESC) or `�`, so that a rule file cannot drive the
+    /// terminal.
     pub fn render(&self, color: bool) -> String {
-        let file = SimpleFile::new(self.file_name.as_str(), self.source.as_str());
+        let shown = Printable::new(&self.source);
+        let file_name = printable(&self.file_name);
+        let file = SimpleFile::new(file_name.as_ref(), shown.text.as_ref());
         let config = term::Config::default();
         let mut buf = if color {
             Buffer::ansi()
@@ -199,7 +217,7 @@ impl Diagnostics {
             Buffer::no_color()
         };
         for d in &self.items {
-            let cs_diag = self.to_codespan(d);
+            let cs_diag = self.to_codespan(d, &shown);
             // Writing to an in-memory buffer only fails on a span outside the source, which
             // `clamp` rules out.
             let _ = term::emit(&mut buf, &config, &file, &cs_diag);
@@ -220,21 +238,30 @@ impl Diagnostics {
         start..end
     }
 
-    fn to_codespan(&self, d: &Diagnostic) -> cs::Diagnostic<()> {
+    fn to_codespan(&self, d: &Diagnostic, shown: &Printable<'_>) -> cs::Diagnostic<()> {
         let base = match d.severity {
             Severity::Error => cs::Diagnostic::error(),
             Severity::Warning => cs::Diagnostic::warning(),
         };
-        let mut labels = vec![cs::Label::primary((), self.clamp(d.span)).with_message(&d.label)];
+        let range = |s: Span| {
+            let r = self.clamp(s);
+            shown.offset(r.start)..shown.offset(r.end)
+        };
+        let mut labels =
+            vec![cs::Label::primary((), range(d.span)).with_message(printable(&d.label))];
         for s in &d.secondary {
-            labels.push(cs::Label::secondary((), self.clamp(s.span)).with_message(&s.label));
+            labels.push(cs::Label::secondary((), range(s.span)).with_message(printable(&s.label)));
         }
-        let mut notes: Vec<String> = d.notes.iter().map(|n| format!("note: {n}")).collect();
+        let mut notes: Vec<String> = d
+            .notes
+            .iter()
+            .map(|n| format!("note: {}", printable(n)))
+            .collect();
         if let Some(h) = &d.help {
-            notes.push(format!("help: {h}"));
+            notes.push(format!("help: {}", printable(h)));
         }
         base.with_code(d.code)
-            .with_message(&d.message)
+            .with_message(printable(&d.message))
             .with_labels(labels)
             .with_notes(notes)
     }
@@ -288,14 +315,106 @@ impl fmt::Display for Diagnostics {
 
 impl std::error::Error for Diagnostics {}
 
-/// 1-based (line, column) of a byte offset in `source`; columns count characters.
+/// The source as the compiler reads it: a leading byte order mark (U+FEFF) removed, and
+/// every lone carriage return (an old Mac line end) turned into a line feed. The second keeps
+/// every byte offset, so spans into the result are spans into the source less its BOM.
+pub(crate) fn normalize(source: &str) -> Cow<'_, str> {
+    let source = source.strip_prefix('\u{feff}').unwrap_or(source);
+    let b = source.as_bytes();
+    let lone_cr = |i: usize| b[i] == b'\r' && b.get(i + 1) != Some(&b'\n');
+    if !(0..b.len()).any(lone_cr) {
+        return Cow::Borrowed(source);
+    }
+    let mut out = b.to_vec();
+    for (i, c) in out.iter_mut().enumerate() {
+        if lone_cr(i) {
+            *c = b'\n';
+        }
+    }
+    // only ASCII bytes were replaced by ASCII bytes
+    Cow::Owned(
+        String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+    )
+}
+
+/// What is shown for a character that must not reach the terminal as it is, if any: C0
+/// controls (but tab and line ends) and DEL as their Control Pictures (`␛` for ESC), C1
+/// controls and bidirectional overrides as `�`.
+fn replacement(c: char, next: Option<char>) -> Option<char> {
+    match c {
+        '\t' | '\n' => None,
+        '\r' if next == Some('\n') => None,
+        '\u{0}'..='\u{1f}' => char::from_u32(0x2400 + c as u32),
+        '\u{7f}' => Some('\u{2421}'),
+        '\u{80}'..='\u{9f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => Some('\u{fffd}'),
+        _ => None,
+    }
+}
+
+/// `text` with control characters made visible (see [`replacement`]).
+fn printable(text: &str) -> Cow<'_, str> {
+    let mut chars = text.chars().peekable();
+    let mut out: Option<String> = None;
+    let mut at = 0;
+    while let Some(c) = chars.next() {
+        let r = replacement(c, chars.peek().copied());
+        if let Some(r) = r {
+            out.get_or_insert_with(|| text[..at].to_string()).push(r);
+        } else if let Some(o) = out.as_mut() {
+            o.push(c);
+        }
+        at += c.len_utf8();
+    }
+    out.map_or(Cow::Borrowed(text), Cow::Owned)
+}
+
+/// A source made printable, with the byte offsets of the original mapped into it.
+struct Printable<'a> {
+    text: Cow<'a, str>,
+    /// For each replaced character: its original end offset and the total growth so far.
+    shifts: Vec<(usize, isize)>,
+}
+
+impl<'a> Printable<'a> {
+    fn new(source: &'a str) -> Printable<'a> {
+        let mut shifts = Vec::new();
+        let mut grown: isize = 0;
+        let mut chars = source.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            if let Some(r) = replacement(c, chars.peek().map(|x| x.1)) {
+                grown += r.len_utf8() as isize - c.len_utf8() as isize;
+                shifts.push((i + c.len_utf8(), grown));
+            }
+        }
+        let text = if shifts.is_empty() {
+            Cow::Borrowed(source)
+        } else {
+            printable(source)
+        };
+        Printable { text, shifts }
+    }
+
+    /// Where a (character boundary) offset of the original is in the printable text.
+    fn offset(&self, o: usize) -> usize {
+        let n = self.shifts.partition_point(|(end, _)| *end <= o);
+        let grown = if n == 0 { 0 } else { self.shifts[n - 1].1 };
+        (o as isize + grown).max(0) as usize
+    }
+}
+
+/// 1-based (line, column) of a byte offset in `source`; columns count characters. A line ends
+/// at `\n`, `\r\n` or a lone `\r`.
 pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(source.len());
-    let before = &source.as_bytes()[..offset];
-    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let line_start = before
-        .iter()
-        .rposition(|&b| b == b'\n')
+    let all = source.as_bytes();
+    let before = &all[..offset];
+    let is_break =
+        |i: usize| all[i] == b'\n' || (all[i] == b'\r' && all.get(i + 1) != Some(&b'\n'));
+    let line = (0..offset).filter(|&i| is_break(i)).count() + 1;
+    let line_start = (0..offset)
+        .rev()
+        .find(|&i| is_break(i))
         .map_or(0, |p| p + 1);
     let col = String::from_utf8_lossy(&before[line_start..])
         .chars()

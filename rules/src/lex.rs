@@ -124,11 +124,20 @@ pub fn duration_unit(s: &str) -> Option<Millis> {
     })
 }
 
+/// Why a word is not a duration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NotDuration {
+    /// Not digits and duration units.
+    Malformed,
+    /// Well formed, but too long for milliseconds in an `i64`.
+    Overflow,
+}
+
 /// Parse a compound duration like `1h30m` (digits and suffixes only).
-fn parse_duration(s: &str) -> Option<Millis> {
+fn parse_duration(s: &str) -> Result<Millis, NotDuration> {
     let b = s.as_bytes();
     let mut i = 0;
-    let mut total: Millis = 0;
+    let mut total: Option<Millis> = Some(0);
     let mut any = false;
     while i < b.len() {
         let ds = i;
@@ -136,18 +145,24 @@ fn parse_duration(s: &str) -> Option<Millis> {
             i += 1;
         }
         if ds == i {
-            return None;
+            return Err(NotDuration::Malformed);
         }
-        let n: Millis = s[ds..i].parse().ok()?;
+        let n: Option<Millis> = s[ds..i].parse().ok();
         let us = i;
         while i < b.len() && b[i].is_ascii_alphabetic() {
             i += 1;
         }
-        let unit = duration_unit(&s[us..i])?;
-        total = total.checked_add(n.checked_mul(unit)?)?;
+        let unit = duration_unit(&s[us..i]).ok_or(NotDuration::Malformed)?;
+        total = total
+            .zip(n)
+            .and_then(|(t, n)| t.checked_add(n.checked_mul(unit)?));
         any = true;
     }
-    any.then_some(total)
+    match total {
+        _ if !any => Err(NotDuration::Malformed),
+        Some(t) => Ok(t),
+        None => Err(NotDuration::Overflow),
+    }
 }
 
 /// Lex `src[start..end]`; spans are absolute offsets into `src`.
@@ -215,7 +230,38 @@ pub fn lex_range(src: &str, start: usize, end: usize) -> (Vec<Token>, Vec<Diagno
                         i += 1;
                     }
                 }
+                // exponent: `1e3`, `2.5E-2` (no unit or duration suffix starts with `e`)
+                if i + 1 < end && matches!(b[i], b'e' | b'E') {
+                    let sign = usize::from(matches!(b[i + 1], b'+' | b'-'));
+                    if i + 1 + sign < end && b[i + 1 + sign].is_ascii_digit() {
+                        i += 1 + sign;
+                        while i < end && b[i].is_ascii_digit() {
+                            i += 1;
+                        }
+                    }
+                }
                 let num_end = i;
+                let plain_digits = src[s..num_end].bytes().all(|c| c.is_ascii_digit());
+                // a number too large for a float (`1e400`) is not a number
+                let value = src[s..num_end].parse::<f64>().unwrap_or(0.0);
+                if !value.is_finite() {
+                    let mut j = i;
+                    while j < end && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
+                        j += 1;
+                    }
+                    diags.push(
+                        Diagnostic::error(
+                            "E003",
+                            format!("number `{}` is too large", &src[s..num_end]),
+                            Span::new(s, num_end),
+                        )
+                        .label("beyond the range of a floating-point number")
+                        .help("numbers must be finite, below about 1.8e308"),
+                    );
+                    push(&mut toks, Tok::Error, s, j);
+                    i = j;
+                    continue;
+                }
                 // an immediately following suffix
                 if i < end && (b[i].is_ascii_alphabetic() || b[i] == b'_') {
                     let mut j = i;
@@ -224,17 +270,33 @@ pub fn lex_range(src: &str, start: usize, end: usize) -> (Vec<Token>, Vec<Diagno
                     }
                     let text = &src[s..j];
                     let suffix = &src[i..j];
-                    if !src[s..num_end].contains('.') {
-                        if let Some(ms) = parse_duration(text) {
-                            push(&mut toks, Tok::Duration(ms), s, j);
-                            i = j;
-                            continue;
+                    if plain_digits {
+                        match parse_duration(text) {
+                            Ok(ms) => {
+                                push(&mut toks, Tok::Duration(ms), s, j);
+                                i = j;
+                                continue;
+                            }
+                            Err(NotDuration::Overflow) => {
+                                diags.push(
+                                    Diagnostic::error(
+                                        "E003",
+                                        format!("duration `{text}` overflows"),
+                                        Span::new(s, j),
+                                    )
+                                    .label("too long to count in milliseconds")
+                                    .help("durations must be shorter than about 292 million years"),
+                                );
+                                push(&mut toks, Tok::Error, s, j);
+                                i = j;
+                                continue;
+                            }
+                            Err(NotDuration::Malformed) => {}
                         }
                     }
                     if crate::units::is_unit_word(suffix) {
                         // `50mm`: a number and its unit, written together
-                        let v: f64 = src[s..num_end].parse().unwrap_or(0.0);
-                        push(&mut toks, Tok::Number(v), s, num_end);
+                        push(&mut toks, Tok::Number(value), s, num_end);
                         i = num_end;
                         continue;
                     }
@@ -258,6 +320,10 @@ pub fn lex_range(src: &str, start: usize, end: usize) -> (Vec<Token>, Vec<Diagno
                             "durations use short units (ms, s, m, h, d, w): write `{}{u}`",
                             &src[s..num_end]
                         )
+                    } else if src[s..num_end].contains(['e', 'E'])
+                        && duration_unit(suffix).is_some()
+                    {
+                        "durations are written with plain digits, without an exponent".to_string()
                     } else if src[s..num_end].contains('.') && duration_unit(suffix).is_some() {
                         "durations are whole numbers: write `1h30m` rather than `1.5h`".to_string()
                     } else if looks_duration {
@@ -298,8 +364,7 @@ pub fn lex_range(src: &str, start: usize, end: usize) -> (Vec<Token>, Vec<Diagno
                         continue;
                     }
                 }
-                let v: f64 = src[s..num_end].parse().unwrap_or(0.0);
-                push(&mut toks, Tok::Number(v), s, num_end);
+                push(&mut toks, Tok::Number(value), s, num_end);
             }
             b'"' => {
                 i += 1;
@@ -455,6 +520,33 @@ mod tests {
                 Tok::Eof
             ]
         );
+    }
+
+    #[test]
+    fn exponents_and_overflow() {
+        assert_eq!(
+            kinds("1e3 2.5E-2 1e+2 4e1mm"),
+            vec![
+                Tok::Number(1000.0),
+                Tok::Number(0.025),
+                Tok::Number(100.0),
+                Tok::Number(40.0),
+                Tok::Ident("mm".into()),
+                Tok::Eof
+            ]
+        );
+        let (t, d) = lex("1e400 9999999999999999999s 99999999999w 5e");
+        let msgs: Vec<&str> = d.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(
+            msgs,
+            vec![
+                "number `1e400` is too large",
+                "duration `9999999999999999999s` overflows",
+                "duration `99999999999w` overflows",
+                "malformed number or duration `5e`"
+            ]
+        );
+        assert!(t[..4].iter().all(|t| t.tok == Tok::Error));
     }
 
     #[test]

@@ -78,20 +78,92 @@ pub struct Compiled {
 
 /// Compile a rule file. `file_name` is only used in diagnostics. On failure every error (and
 /// warning) of the file is returned at once.
+///
+/// A leading byte order mark (U+FEFF) is skipped, and a lone carriage return (old Mac line
+/// ends) is a line break: spans are byte offsets into the source without its BOM, which is
+/// what [`Diagnostics::new`] expects (it skips the BOM too).
 pub fn compile(
     source: &str,
     file_name: &str,
     loader: &dyn TableLoader,
 ) -> Result<Compiled, Diagnostics> {
+    compile_with(&diag::normalize(source), file_name, loader, Vec::new(), &[])
+}
+
+/// Compile a rule file read as bytes. Bytes that are not UTF-8 are reported (E004, at the
+/// first bad byte, with its line and column) and shown as `�` in the rendered source; the rest
+/// of the file is still checked, so that its other errors are reported too. Otherwise as
+/// [`compile`].
+pub fn compile_bytes(
+    source: &[u8],
+    file_name: &str,
+    loader: &dyn TableLoader,
+) -> Result<Compiled, Diagnostics> {
+    if let Ok(text) = std::str::from_utf8(source) {
+        return compile(text, file_name, loader);
+    }
+    // each invalid sequence becomes one U+FFFD in the lossy copy: find where they are
+    let mut bad: Vec<(usize, Vec<u8>)> = Vec::new();
+    let mut lossy = String::with_capacity(source.len() + 8);
+    for chunk in source.utf8_chunks() {
+        lossy.push_str(chunk.valid());
+        if !chunk.invalid().is_empty() {
+            bad.push((lossy.len(), chunk.invalid().to_vec()));
+            lossy.push('\u{fffd}');
+        }
+    }
+    let text = diag::normalize(&lossy);
+    let shift = lossy.len() - text.len(); // a stripped BOM
+    let bad: Vec<(usize, Vec<u8>)> = bad.into_iter().map(|(p, b)| (p - shift, b)).collect();
+    let mut diags = Vec::new();
+    if let Some((at, bytes)) = bad.first() {
+        let hex: Vec<String> = bytes.iter().map(|b| format!("0x{b:02X}")).collect();
+        let mut d = Diagnostic::error(
+            "E004",
+            format!("the file is not valid UTF-8 (byte {})", hex.join(" ")),
+            Span::new(*at, at + '\u{fffd}'.len_utf8()),
+        )
+        .label("not UTF-8 text");
+        if bad.len() > 1 {
+            d = d.note(format!(
+                "{} more invalid byte sequence{} follow{}",
+                bad.len() - 1,
+                if bad.len() == 2 { "" } else { "s" },
+                if bad.len() == 2 { "s" } else { "" }
+            ));
+        }
+        diags.push(d.help(
+            "save the rule file as UTF-8; text saved as Latin-1 or Windows-1252 is not UTF-8",
+        ));
+    }
+    let at: Vec<usize> = bad.iter().map(|(p, _)| *p).collect();
+    compile_with(&text, file_name, loader, diags, &at)
+}
+
+/// Compile a normalized source; `first` are diagnostics found before parsing, and an E001 at
+/// one of `replaced` (an invalid byte, reported by E004) is not reported again.
+fn compile_with(
+    source: &str,
+    file_name: &str,
+    loader: &dyn TableLoader,
+    first: Vec<Diagnostic>,
+    replaced: &[usize],
+) -> Result<Compiled, Diagnostics> {
     let (file, mut diags) = parse::parse(source);
+    diags.retain(|d| !(d.code == "E001" && replaced.contains(&d.span.start)));
+    diags.extend(first);
     let syntax_errors = diags.iter().any(Diagnostic::is_error);
     let checker = check::Checker::new(source, loader, syntax_errors);
     let (plan, more) = checker.check(&file);
     diags.extend(more);
     if diags.iter().any(Diagnostic::is_error) {
-        return Err(Diagnostics::new(file_name, source, diags));
+        return Err(Diagnostics::normalized(
+            file_name,
+            source.to_string(),
+            diags,
+        ));
     }
-    let warnings = Diagnostics::new(file_name, source, diags)
+    let warnings = Diagnostics::normalized(file_name, String::new(), diags)
         .iter()
         .cloned()
         .collect();

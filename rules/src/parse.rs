@@ -28,11 +28,23 @@ const FEED_OPTIONS: &[&str] = &[
 
 type PResult<T> = Result<T, ()>;
 
+// Operator precedence, loosest first; `not` takes an operand of comparisons and tighter.
+const P_OR: u8 = 1;
+const P_AND: u8 = 2;
+const P_NOT: u8 = 3;
+const P_CMP: u8 = 4;
+const P_ADD: u8 = 5;
+const P_MUL: u8 = 6;
+const P_DEFAULT: u8 = 7;
+
 struct Parser<'a> {
     src: &'a str,
     toks: Vec<Token>,
     pos: usize,
     diags: Vec<Diagnostic>,
+    /// Open levels of expression nesting (parentheses, call arguments, `not`, unary `-`):
+    /// bounds the parser's own recursion by [`MAX_DEPTH`].
+    nest: u32,
 }
 
 /// Parse a whole file. Returns the (possibly partial) tree and every lexical and syntax error.
@@ -43,6 +55,7 @@ pub fn parse(src: &str) -> (File, Vec<Diagnostic>) {
         toks,
         pos: 0,
         diags,
+        nest: 0,
     };
     let file = p.file();
     (file, p.diags)
@@ -56,6 +69,7 @@ pub fn parse_fragment(src: &str, start: usize, end: usize) -> Result<Expr, Vec<D
         toks,
         pos: 0,
         diags,
+        nest: 0,
     };
     let r = p.expr();
     if r.is_ok() && !p.at(&Tok::Eof) {
@@ -475,10 +489,10 @@ impl<'a> Parser<'a> {
             Ok(e) => e,
             Err(()) => {
                 self.sync_clause();
-                Expr {
-                    kind: ExprKind::Error,
-                    span: Span::new(start, self.prev_end().max(start)),
-                }
+                Expr::new(
+                    ExprKind::Error,
+                    Span::new(start, self.prev_end().max(start)),
+                )
             }
         }
     }
@@ -592,51 +606,84 @@ impl<'a> Parser<'a> {
     }
 
     // ---- expressions ----
+    //
+    // Precedence climbing: one `climb` per operand that an operator waits for, so that the
+    // parser's recursion is bounded by the depth of the tree it builds (each recursion below
+    // is one enclosing node: a binary operator, `not`, `-`, a parenthesis or a call), and
+    // that depth is bounded by MAX_DEPTH. The functions on the recursive path are kept small:
+    // their stack frames, unoptimized, decide how deep a 2 MiB stack goes.
 
-    /// A full expression.
+    /// A full expression (at the top of a clause, in parentheses or as a call argument).
     fn expr(&mut self) -> PResult<Expr> {
-        self.or()
+        self.enter()?;
+        let r = self.climb(P_OR);
+        self.nest -= 1;
+        r
     }
 
-    fn binary(op: BinOp, op_span: Span, l: Expr, r: Expr) -> Expr {
-        let span = l.span.to(r.span);
-        Expr {
-            kind: ExprKind::Binary(op, op_span, Box::new(l), Box::new(r)),
-            span,
+    /// One nesting level deeper (leave it with `self.nest -= 1`); E102 past [`MAX_DEPTH`].
+    /// Not a function taking a closure: that would add two stack frames to every level.
+    fn enter(&mut self) -> PResult<()> {
+        if self.nest >= MAX_DEPTH {
+            self.too_deep_here();
+            return Err(());
         }
+        self.nest += 1;
+        Ok(())
     }
 
-    fn or(&mut self) -> PResult<Expr> {
-        let mut l = self.and()?;
-        while self.at_kw("or") {
-            let os = self.bump().span;
-            let r = self.and()?;
-            l = Self::binary(BinOp::Or, os, l, r);
-        }
-        Ok(l)
+    /// E102 at the token that opens the level too many (`(`, `,`, `not`, `-`, an operator).
+    #[inline(never)]
+    fn too_deep_here(&mut self) {
+        let at = match self.pos.checked_sub(1) {
+            Some(p) => self.toks[p].span,
+            None => self.peek().span,
+        };
+        self.too_deep(at);
     }
 
-    fn and(&mut self) -> PResult<Expr> {
-        let mut l = self.not()?;
-        while self.at_kw("and") {
-            let os = self.bump().span;
-            let r = self.not()?;
-            l = Self::binary(BinOp::And, os, l, r);
-        }
-        Ok(l)
+    #[inline(never)]
+    fn too_deep(&mut self, at: Span) {
+        self.diags.push(
+            Diagnostic::error(
+                "E102",
+                format!("expression nested too deeply (limit {MAX_DEPTH})"),
+                at,
+            )
+            .label(format!("more than {MAX_DEPTH} levels deep here"))
+            .note(
+                "each operator, parenthesis, `not`, `-` and call nests one level; \
+                 a chain `a or b or c …` nests one level per operator",
+            )
+            .help(
+                "simplify the expression, or group a long chain with parentheses: \
+                 `(a or b or c) or (d or e or f)` nests each group separately",
+            ),
+        );
     }
 
-    fn not(&mut self) -> PResult<Expr> {
-        if self.at_kw("not") {
-            let s = self.bump().span;
-            let e = self.not()?;
-            let span = s.to(e.span);
-            return Ok(Expr {
-                kind: ExprKind::Unary(UnOp::Not, Box::new(e)),
-                span,
-            });
+    /// A node over `kind`; E102 at `at` when the tree gets deeper than [`MAX_DEPTH`].
+    fn node(&mut self, kind: ExprKind, span: Span, at: Span) -> PResult<Expr> {
+        let e = Expr::new(kind, span);
+        if e.depth > MAX_DEPTH {
+            self.too_deep(at);
+            return Err(());
         }
-        self.comparison()
+        Ok(e)
+    }
+
+    /// The binary operator at the cursor and its precedence.
+    fn binop(&self) -> Option<(BinOp, u8)> {
+        Some(match &self.peek().tok {
+            Tok::Ident(s) if s == "or" => (BinOp::Or, P_OR),
+            Tok::Ident(s) if s == "and" => (BinOp::And, P_AND),
+            Tok::Plus => (BinOp::Add, P_ADD),
+            Tok::Minus => (BinOp::Sub, P_ADD),
+            Tok::Star => (BinOp::Mul, P_MUL),
+            Tok::Slash => (BinOp::Div, P_MUL),
+            Tok::QQ => (BinOp::Default, P_DEFAULT),
+            _ => (self.cmp_op()?, P_CMP),
+        })
     }
 
     fn cmp_op(&self) -> Option<BinOp> {
@@ -652,85 +699,150 @@ impl<'a> Parser<'a> {
         })
     }
 
-    fn comparison(&mut self) -> PResult<Expr> {
-        let l = self.additive()?;
-        let Some(op) = self.cmp_op() else {
-            return Ok(l);
+    /// An expression of operators that bind at least as tightly as `min`.
+    fn climb(&mut self, min: u8) -> PResult<Expr> {
+        let l = if min <= P_NOT && self.at_kw("not") {
+            self.not()
+        } else {
+            self.unary()
         };
-        let ot = self.bump();
-        if ot.tok == Tok::Assign {
-            self.diags.push(
-                Diagnostic::error("E101", "expected a comparison, found `=`", ot.span)
-                    .label("`=` only binds a `let`")
-                    .help("compare with `==`"),
-            );
-        }
-        let r = self.additive()?;
-        let e = Self::binary(op, ot.span, l, r);
-        if self.cmp_op().is_some() {
-            let t = self.peek().clone();
-            self.diags.push(
-                Diagnostic::error("E101", "comparisons cannot be chained", t.span)
-                    .label("a second comparison")
-                    .help("combine comparisons with `and`: `a < b and b < c`"),
-            );
-            return Err(());
-        }
-        Ok(e)
-    }
-
-    fn additive(&mut self) -> PResult<Expr> {
-        let mut l = self.multiplicative()?;
-        loop {
-            let op = match self.peek().tok {
-                Tok::Plus => BinOp::Add,
-                Tok::Minus => BinOp::Sub,
-                _ => return Ok(l),
-            };
-            let os = self.bump().span;
-            let r = self.multiplicative()?;
-            l = Self::binary(op, os, l, r);
+        match l {
+            Ok(l) => self.operators(l, min),
+            Err(()) => Err(()),
         }
     }
 
-    fn multiplicative(&mut self) -> PResult<Expr> {
-        let mut l = self.default()?;
-        loop {
-            let op = match self.peek().tok {
-                Tok::Star => BinOp::Mul,
-                Tok::Slash => BinOp::Div,
-                _ => return Ok(l),
-            };
-            let os = self.bump().span;
-            let r = self.default()?;
-            l = Self::binary(op, os, l, r);
-        }
-    }
-
-    fn default(&mut self) -> PResult<Expr> {
-        let mut l = self.unary()?;
-        while self.at(&Tok::QQ) {
-            let os = self.bump().span;
-            let r = self.unary()?;
-            l = Self::binary(BinOp::Default, os, l, r);
+    /// The binary operators (binding at least as tightly as `min`) after a first operand:
+    /// kept out of `climb`, whose frame is on every level of parentheses.
+    #[inline(never)]
+    fn operators(&mut self, mut l: Expr, min: u8) -> PResult<Expr> {
+        while let Some((op, prec)) = self.binop() {
+            if prec < min {
+                break;
+            }
+            let ot = self.bump();
+            if ot.tok == Tok::Assign {
+                self.assign_in_comparison(ot.span);
+            }
+            // left-associative; comparisons take no comparison operands
+            self.enter()?;
+            let r = self.climb(prec + 1);
+            self.nest -= 1;
+            l = self.binary(op, ot.span, l, r?)?;
+            if prec == P_CMP && self.cmp_op().is_some() {
+                self.chained_comparison();
+                return Err(());
+            }
         }
         Ok(l)
     }
 
+    #[inline(never)]
+    fn assign_in_comparison(&mut self, at: Span) {
+        self.diags.push(
+            Diagnostic::error("E101", "expected a comparison, found `=`", at)
+                .label("`=` only binds a `let`")
+                .help("compare with `==`"),
+        );
+    }
+
+    #[inline(never)]
+    fn chained_comparison(&mut self) {
+        let t = self.peek().span;
+        self.diags.push(
+            Diagnostic::error("E101", "comparisons cannot be chained", t)
+                .label("a second comparison")
+                .help("combine comparisons with `and`: `a < b and b < c`"),
+        );
+    }
+
+    fn binary(&mut self, op: BinOp, op_span: Span, l: Expr, r: Expr) -> PResult<Expr> {
+        let span = l.span.to(r.span);
+        self.node(
+            ExprKind::Binary(op, op_span, Box::new(l), Box::new(r)),
+            span,
+            op_span,
+        )
+    }
+
+    /// `not x`: binds looser than comparisons (`not a >= b` is `not (a >= b)`).
+    fn not(&mut self) -> PResult<Expr> {
+        let s = self.bump().span;
+        self.enter()?;
+        let e = self.climb(P_NOT);
+        self.nest -= 1;
+        let e = e?;
+        let span = s.to(e.span);
+        self.node(ExprKind::Unary(UnOp::Not, Box::new(e)), span, s)
+    }
+
+    /// `a + b` and tighter: a feed's range bound.
+    fn additive(&mut self) -> PResult<Expr> {
+        self.climb(P_ADD)
+    }
+
+    /// Unary minus and a primary.
     fn unary(&mut self) -> PResult<Expr> {
         if self.at(&Tok::Minus) {
-            let s = self.bump().span;
-            let e = self.unary()?;
-            let span = s.to(e.span);
-            return Ok(Expr {
-                kind: ExprKind::Unary(UnOp::Neg, Box::new(e)),
-                span,
-            });
+            self.neg()
+        } else {
+            self.primary()
         }
-        self.primary()
+    }
+
+    #[inline(never)]
+    fn neg(&mut self) -> PResult<Expr> {
+        let s = self.bump().span;
+        self.enter()?;
+        let e = self.unary();
+        self.nest -= 1;
+        let e = e?;
+        let span = s.to(e.span);
+        self.node(ExprKind::Unary(UnOp::Neg, Box::new(e)), span, s)
     }
 
     fn primary(&mut self) -> PResult<Expr> {
+        // the recursive forms in small functions of their own, the rest in `atom`
+        if self.at(&Tok::LParen) {
+            return self.paren();
+        }
+        let call = matches!(&self.peek().tok, Tok::Ident(s) if !is_keyword(s))
+            && self.peek_at(1).tok == Tok::LParen;
+        if call {
+            return self.call();
+        }
+        self.atom()
+    }
+
+    fn paren(&mut self) -> PResult<Expr> {
+        let open = self.bump().span;
+        let e = self.expr()?;
+        let close = self.expect(&Tok::RParen, "`)`")?.span;
+        self.node(ExprKind::Paren(Box::new(e)), open.to(close), open)
+    }
+
+    fn call(&mut self) -> PResult<Expr> {
+        let t = self.bump();
+        let Tok::Ident(name) = t.tok else {
+            return Err(());
+        };
+        let func = Ident { name, span: t.span };
+        self.bump(); // `(`
+        let mut args = Vec::new();
+        if !self.at(&Tok::RParen) {
+            args.push(self.expr()?);
+            while self.at(&Tok::Comma) {
+                self.bump();
+                args.push(self.expr()?);
+            }
+        }
+        let close = self.expect(&Tok::RParen, "`,` or `)`")?.span;
+        self.node(ExprKind::Call { func, args }, t.span.to(close), t.span)
+    }
+
+    /// A primary that contains no expression: a number, duration, time, name, column.
+    #[inline(never)]
+    fn atom(&mut self) -> PResult<Expr> {
         let t = self.peek().clone();
         let kind = match t.tok {
             Tok::Number(v) => {
@@ -745,10 +857,7 @@ impl<'a> Parser<'a> {
                     _ => None,
                 };
                 let span = unit.as_ref().map_or(t.span, |(_, s)| t.span.to(*s));
-                return Ok(Expr {
-                    kind: ExprKind::Num { value: v, unit },
-                    span,
-                });
+                return Ok(Expr::new(ExprKind::Num { value: v, unit }, span));
             }
             Tok::Duration(ms) => {
                 self.bump();
@@ -758,22 +867,17 @@ impl<'a> Parser<'a> {
                 self.bump();
                 let zone = self.zone();
                 let span = zone.as_ref().map_or(t.span, |(_, s)| t.span.to(*s));
-                return Ok(Expr {
-                    kind: ExprKind::Time { hour, minute, zone },
-                    span,
-                });
-            }
-            Tok::LParen => {
-                self.bump();
-                let e = self.expr()?;
-                let close = self.expect(&Tok::RParen, "`)`")?;
-                return Ok(Expr {
-                    kind: ExprKind::Paren(Box::new(e)),
-                    span: t.span.to(close.span),
-                });
+                return Ok(Expr::new(ExprKind::Time { hour, minute, zone }, span));
             }
             Tok::Error => {
                 self.bump();
+                // a malformed time of day (`25:00 UTC`, already reported): its zone goes
+                // with it, so that the zone is not a second, knock-on error
+                if self.src[t.span.start..t.span.end].contains(':') {
+                    if let Some((_, zs)) = self.zone() {
+                        return Ok(Expr::new(ExprKind::Error, t.span.to(zs)));
+                    }
+                }
                 ExprKind::Error
             }
             Tok::Ident(_) if self.at_clause_start() => {
@@ -791,33 +895,17 @@ impl<'a> Parser<'a> {
                     name: s.clone(),
                     span: t.span,
                 };
-                if self.at(&Tok::LParen) {
-                    self.bump();
-                    let mut args = Vec::new();
-                    if !self.at(&Tok::RParen) {
-                        args.push(self.expr()?);
-                        while self.at(&Tok::Comma) {
-                            self.bump();
-                            args.push(self.expr()?);
-                        }
-                    }
-                    let close = self.expect(&Tok::RParen, "`,` or `)`")?;
-                    return Ok(Expr {
-                        kind: ExprKind::Call { func: name, args },
-                        span: t.span.to(close.span),
-                    });
-                }
                 if self.at(&Tok::Dot) {
                     self.bump();
                     let column = self.ident("a column name")?;
                     let span = t.span.to(column.span);
-                    return Ok(Expr {
-                        kind: ExprKind::Column {
+                    return Ok(Expr::new(
+                        ExprKind::Column {
                             table: name,
                             column,
                         },
                         span,
-                    });
+                    ));
                 }
                 ExprKind::Name(name.name)
             }
@@ -826,7 +914,7 @@ impl<'a> Parser<'a> {
                 return Err(());
             }
         };
-        Ok(Expr { kind, span: t.span })
+        Ok(Expr::new(kind, t.span))
     }
 
     /// The zone after a time of day: the run of adjacent tokens (`Asia/Shanghai`, `+08:00`).

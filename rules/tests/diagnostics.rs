@@ -1,13 +1,14 @@
 //! Golden tests of rendered diagnostics: every `tests/diagnostics/<name>.rules` (at the
 //! repository root) is compiled and its rendered diagnostics (colour off; warnings too when
 //! the file compiles) are compared with `<name>.stderr`. Tables are the `*.csv` files of the
-//! same directory. Run with `UPDATE_EXPECT=1` to rewrite the `.stderr` files.
+//! same directory. Run with `UPDATE_EXPECT=1` to rewrite the `.stderr` files. Rule files are
+//! read as bytes ([`compile_bytes`]), so that a golden may hold bytes that are not UTF-8.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 
-use forewarn_rules::{compile, Diagnostics, TableData, TableLoader};
+use forewarn_rules::{compile_bytes, Diagnostics, TableData, TableLoader};
 
 struct DirLoader(PathBuf);
 
@@ -25,15 +26,18 @@ fn dir() -> PathBuf {
 
 /// Rendered diagnostics of one golden file, and whether it had errors.
 fn render(path: &Path) -> (String, bool) {
-    let source = std::fs::read_to_string(path).expect("read rules");
+    let bytes = std::fs::read(path).expect("read rules");
     let name = path.file_name().unwrap().to_string_lossy().to_string();
     let loader = DirLoader(dir());
-    match compile(&source, &name, &loader) {
+    match compile_bytes(&bytes, &name, &loader) {
         Err(d) => (d.render(false), true),
-        Ok(c) => (
-            Diagnostics::from_warnings(&name, &source, &c.warnings).render(false),
-            false,
-        ),
+        Ok(c) => {
+            let source = String::from_utf8(bytes).expect("a file that compiles is UTF-8");
+            (
+                Diagnostics::from_warnings(&name, &source, &c.warnings).render(false),
+                false,
+            )
+        }
     }
 }
 
