@@ -11,11 +11,13 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 # The daemon tests (feature `daemon`) run against a real mosquitto: install it when missing.
 # Nothing is skipped without it: the tests fail loudly.
-if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+# (openssl makes the TLS test's throw-away CA; mosquitto_passwd and mosquitto_pub come with it.)
+if ! { command -v mosquitto || [ -x /usr/sbin/mosquitto ]; } >/dev/null 2>&1 \
+    || ! command -v mosquitto_pub >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
     echo "== installing mosquitto (apt-get)"
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mosquitto mosquitto-clients >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mosquitto mosquitto-clients openssl >/dev/null
 fi
 
 echo "== cargo fmt --check"

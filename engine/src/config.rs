@@ -137,9 +137,10 @@ pub(crate) fn parse_zone(
     }
 }
 
+/// A `[[source]]` table as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawSource {
+pub(crate) struct RawSource {
     name: Option<String>,
     format: String,
     path: String,
@@ -162,6 +163,48 @@ struct RawOutput {
     status: Option<String>,
     dead_letter: Option<String>,
     console: Option<bool>,
+}
+
+/// Validate `[[source]]` tables (shared by `forewarn run` and `forewarn serve`).
+pub(crate) fn resolve_sources(
+    raw: &[RawSource],
+    rel: &dyn Fn(&str) -> PathBuf,
+    problems: &mut Vec<String>,
+) -> Vec<SourceConfig> {
+    let mut sources = Vec::new();
+    for (i, s) in raw.iter().enumerate() {
+        let name = s.name.clone().unwrap_or_else(|| format!("source{}", i + 1));
+        let format = match s.format.as_str() {
+            "csv-wide" => SourceFormat::CsvWide,
+            "csv" => SourceFormat::Csv,
+            "jsonl" | "json-lines" => SourceFormat::Jsonl,
+            other => {
+                problems.push(format!(
+                    "source {name}: format {other:?} is not one of csv-wide, csv, jsonl"
+                ));
+                continue;
+            }
+        };
+        if format == SourceFormat::CsvWide && s.feed.is_none() {
+            problems.push(format!("source {name}: a csv-wide source needs `feed`"));
+        }
+        let time_zone = parse_zone(problems, &format!("source {name}: time-zone"), &s.time_zone);
+        sources.push(SourceConfig {
+            name,
+            format,
+            path: rel(&s.path),
+            feed: s.feed.clone(),
+            time_column: s.time_column.clone().unwrap_or_else(|| "ts".into()),
+            time_zone,
+            entity_column: s.entity_column.clone().unwrap_or_else(|| "entity".into()),
+            value_column: s.value_column.clone().unwrap_or_else(|| "value".into()),
+            feed_column: s.feed_column.clone(),
+            skip_columns: s.skip_columns.clone(),
+            header: s.header.unwrap_or(true),
+            max_line_bytes: s.max_line_bytes.unwrap_or(1 << 20),
+        });
+    }
+    sources
 }
 
 /// Input formats.
@@ -259,43 +302,7 @@ impl RunConfig {
         };
         let mut problems = Vec::new();
         let (engine, display_zone) = raw.engine.resolve(&mut problems);
-        let mut sources = Vec::new();
-        for (i, s) in raw.sources.iter().enumerate() {
-            let name = s.name.clone().unwrap_or_else(|| format!("source{}", i + 1));
-            let format = match s.format.as_str() {
-                "csv-wide" => SourceFormat::CsvWide,
-                "csv" => SourceFormat::Csv,
-                "jsonl" | "json-lines" => SourceFormat::Jsonl,
-                other => {
-                    problems.push(format!(
-                        "source {name}: format {other:?} is not one of csv-wide, csv, jsonl"
-                    ));
-                    continue;
-                }
-            };
-            if format == SourceFormat::CsvWide && s.feed.is_none() {
-                problems.push(format!("source {name}: a csv-wide source needs `feed`"));
-            }
-            let time_zone = parse_zone(
-                &mut problems,
-                &format!("source {name}: time-zone"),
-                &s.time_zone,
-            );
-            sources.push(SourceConfig {
-                name,
-                format,
-                path: rel(&s.path),
-                feed: s.feed.clone(),
-                time_column: s.time_column.clone().unwrap_or_else(|| "ts".into()),
-                time_zone,
-                entity_column: s.entity_column.clone().unwrap_or_else(|| "entity".into()),
-                value_column: s.value_column.clone().unwrap_or_else(|| "value".into()),
-                feed_column: s.feed_column.clone(),
-                skip_columns: s.skip_columns.clone(),
-                header: s.header.unwrap_or(true),
-                max_line_bytes: s.max_line_bytes.unwrap_or(1 << 20),
-            });
-        }
+        let sources = resolve_sources(&raw.sources, &rel, &mut problems);
         if raw.sources.is_empty() {
             problems.push("no [[source]] configured".into());
         }

@@ -9,7 +9,7 @@
 
 use std::io::BufRead;
 
-use forewarn_rules::ir::{FeedId, Millis};
+use forewarn_rules::ir::{FeedId, Millis, Plan};
 use serde_json::Value as Json;
 
 use crate::config::{SourceConfig, SourceFormat};
@@ -161,13 +161,50 @@ impl Sink for LineContext<'_> {
     }
 }
 
+/// What a replay feeds readings to: an [`Engine`], or the daemon's shard router (which
+/// evaluates them elsewhere, so outcomes are not returned).
+pub trait ReplayTarget {
+    /// The compiled plan (feeds are resolved against it).
+    fn plan(&self) -> &Plan;
+    /// The feed id for a feed name.
+    fn feed(&self, name: &str) -> Option<FeedId> {
+        self.plan().feed_by_name(name)
+    }
+    /// Count a reading that could not be decoded.
+    fn count_source_rejection(&mut self, reason: RejectReason);
+    /// One reading that arrived alone.
+    fn push(&mut self, r: &Reading<'_>, out: &mut dyn Sink);
+    /// Readings that arrived together (a batch).
+    fn push_batch(&mut self, readings: &[Reading<'_>], out: &mut dyn Sink);
+    /// Move the wall clock (`@clock` rows).
+    fn set_wall_clock(&mut self, now: Millis, out: &mut dyn Sink);
+}
+
+impl ReplayTarget for Engine {
+    fn plan(&self) -> &Plan {
+        Engine::plan(self)
+    }
+    fn count_source_rejection(&mut self, reason: RejectReason) {
+        Engine::count_source_rejection(self, reason)
+    }
+    fn push(&mut self, r: &Reading<'_>, out: &mut dyn Sink) {
+        let _ = Engine::push(self, r, out);
+    }
+    fn push_batch(&mut self, readings: &[Reading<'_>], out: &mut dyn Sink) {
+        Engine::push_batch(self, readings, out);
+    }
+    fn set_wall_clock(&mut self, now: Millis, out: &mut dyn Sink) {
+        Engine::set_wall_clock(self, now, out)
+    }
+}
+
 /// Resolves the feed of a reading that does not name one (by entity), if the source has no
 /// fixed feed.
 pub type FeedOf<'a> = &'a dyn Fn(&str) -> Option<FeedId>;
 
 /// Replay one source into the engine. `@clock,<ts>,` rows (CSV) move the wall clock.
 pub fn replay(
-    engine: &mut Engine,
+    engine: &mut dyn ReplayTarget,
     src: &SourceConfig,
     input: &mut dyn BufRead,
     out: &mut dyn ReplayOutput,
@@ -202,7 +239,7 @@ fn bad(
 
 /// Count a line or payload that could not be decoded and hand it to the dead letters.
 fn reject_line(
-    engine: &mut Engine,
+    engine: &mut dyn ReplayTarget,
     stats: &mut SourceStats,
     out: &mut dyn ReplayOutput,
     d: DeadLetter,
@@ -240,7 +277,7 @@ fn split_csv(line: &str, fields: &mut Vec<String>) {
 }
 
 fn replay_wide(
-    engine: &mut Engine,
+    engine: &mut dyn ReplayTarget,
     src: &SourceConfig,
     input: &mut dyn BufRead,
     out: &mut dyn ReplayOutput,
@@ -503,7 +540,7 @@ pub fn decode_json_payload(
 }
 
 fn replay_lines(
-    engine: &mut Engine,
+    engine: &mut dyn ReplayTarget,
     src: &SourceConfig,
     input: &mut dyn BufRead,
     out: &mut dyn ReplayOutput,
@@ -748,7 +785,7 @@ fn replay_lines(
         };
         match readings.as_slice() {
             [one] => {
-                let _ = engine.push(one, &mut ctx);
+                engine.push(one, &mut ctx);
             }
             [] => {}
             many => {

@@ -193,3 +193,134 @@ timeout = "2s"
         (Some("wet"), Some("raise"))
     );
 }
+
+#[test]
+fn file_sources_are_replayed_into_the_shards() {
+    let input = "\
+{\"entity\":\"G1\",\"ts\":\"2024-07-01T10:00:00+08:00\",\"value\":4}
+not json
+[{\"entity\":\"G1\",\"ts\":\"2024-07-01T10:05:00+08:00\",\"value\":8},{\"entity\":\"G2\",\"ts\":\"2024-07-01T10:05:00+08:00\",\"value\":\"abc\"}]
+";
+    let config = r#"
+rules = "r.rules"
+[engine]
+shards = 2
+[[source]]
+name = "history"
+format = "jsonl"
+path = "in.jsonl"
+feed = "rain"
+[http]
+listen = "127.0.0.1:0"
+[output]
+warnings = "w.jsonl"
+dead-letter = "dead.jsonl"
+"#;
+    let mut d = TestDaemon::start(&[("r.rules", RULES), ("in.jsonl", input)], config);
+    assert_eq!(
+        d.wait_metric("forewarn_readings_in_total", 4.0, Duration::from_secs(10)),
+        4.0,
+        "{}",
+        d.metrics()
+    );
+    assert_eq!(
+        d.wait_metric(
+            "forewarn_output_warnings_total",
+            1.0,
+            Duration::from_secs(5)
+        ),
+        1.0
+    );
+    d.shutdown();
+    let w = std::fs::read_to_string(d.path("w.jsonl")).unwrap();
+    assert!(
+        w.contains("\"kind\":\"raise\"") && w.contains("\"entity\":\"G1\""),
+        "{w}"
+    );
+    let dead: Vec<serde_json::Value> = std::fs::read_to_string(d.path("dead.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut got: Vec<(String, u64)> = dead
+        .iter()
+        .map(|x| {
+            (
+                x["reason"].as_str().unwrap().to_string(),
+                x["line"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![("malformed".into(), 2), ("not_numeric".into(), 3)]
+    );
+    assert!(dead.iter().all(|x| x["source"] == "history"), "{dead:?}");
+}
+
+#[test]
+fn tls_with_username_and_password() {
+    let broker = Mosquitto::start_tls();
+    let config = format!(
+        r#"
+rules = "r.rules"
+[mqtt]
+host = "127.0.0.1"
+port = {}
+client-id = "tls-fw"
+username = "forewarn"
+password = "secret"
+[mqtt.tls]
+ca-file = "{}"
+[[subscription]]
+topic = "tls-in/{{entity}}/{{feed}}"
+[http]
+listen = "127.0.0.1:0"
+[output]
+warnings = "w.jsonl"
+[output.mqtt]
+prefix = "tls"
+"#,
+        broker.tls_port,
+        broker.ca().display()
+    );
+    let d = TestDaemon::start(&[("r.rules", RULES)], &config);
+    let end = Instant::now() + Duration::from_secs(10);
+    while d.metric("forewarn_mqtt_connected") < 1.0 {
+        assert!(Instant::now() < end, "no TLS connection: {}", broker.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args([
+            "-u",
+            "forewarn",
+            "-P",
+            "secret",
+            "-q",
+            "1",
+            "-t",
+            "tls-in/G1/rain",
+        ])
+        .args(["-m", r#"{"ts":"2024-07-01T10:00:00+08:00","value":12}"#])
+        .status()
+        .expect("mosquitto_pub (mosquitto-clients)");
+    assert!(status.success());
+    assert_eq!(
+        d.wait_metric(
+            "forewarn_output_warnings_total",
+            1.0,
+            Duration::from_secs(10)
+        ),
+        1.0,
+        "{}",
+        d.metrics()
+    );
+    // the output connection is over TLS too
+    assert_eq!(
+        d.metric("forewarn_mqtt_published_total"),
+        3.0,
+        "warning, level, data status"
+    );
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{parse_zone, ConfigError, RawEngine};
+use crate::config::{parse_zone, resolve_sources, ConfigError, RawEngine, RawSource, SourceConfig};
 use crate::engine::EngineConfig;
 use crate::time::{parse_duration, Zone};
 
@@ -25,6 +25,8 @@ struct RawServe {
     #[serde(default, rename = "subscription")]
     subscriptions: Vec<RawSubscription>,
     http: Option<RawHttp>,
+    #[serde(default, rename = "source")]
+    sources: Vec<RawSource>,
     #[serde(default)]
     output: RawServeOutput,
 }
@@ -311,6 +313,8 @@ pub struct ServeConfig {
     pub mqtt: Option<MqttConfig>,
     /// What to subscribe to.
     pub subscriptions: Vec<Subscription>,
+    /// File and stdin sources (`[[source]]` as in `forewarn run`), replayed into the shards.
+    pub sources: Vec<SourceConfig>,
     /// HTTP listen address (`/healthz`, `/metrics`, `/warnings`); port 0 picks a free one.
     pub http: Option<SocketAddr>,
     /// Outputs.
@@ -349,7 +353,13 @@ impl ServeConfig {
             message: e.to_string(),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let rel = |p: &str| base.join(p);
+        let rel = |p: &str| {
+            if p == "-" {
+                PathBuf::from("-")
+            } else {
+                base.join(p)
+            }
+        };
         let mut problems = Vec::new();
         let e = &raw.engine;
         let (engine, display_zone) = RawEngine {
@@ -470,6 +480,12 @@ impl ServeConfig {
         if mqtt.is_some() && subscriptions.is_empty() {
             problems.push("[mqtt] without any [[subscription]]".into());
         }
+        let sources = resolve_sources(&raw.sources, &rel, &mut problems);
+        if mqtt.is_none() && raw.sources.is_empty() {
+            problems.push(
+                "nothing to read: configure [mqtt] with [[subscription]]s, or [[source]]s".into(),
+            );
+        }
         let http = raw.http.as_ref().and_then(|h| match h.listen.parse() {
             Ok(a) => Some(a),
             Err(_) => {
@@ -524,6 +540,7 @@ impl ServeConfig {
             queue,
             mqtt,
             subscriptions,
+            sources,
             http,
             output: ServeOutput {
                 warnings: o.warnings.as_deref().map(rel),
@@ -599,6 +616,6 @@ url = "http://127.0.0.1:1/hook"
         else {
             panic!()
         };
-        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert_eq!(problems.len(), 4, "{problems:?}");
     }
 }

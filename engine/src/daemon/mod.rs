@@ -17,6 +17,7 @@
 //! Webhooks are the exception by design: their queues drop (and count) rather than block.
 
 pub mod config;
+mod files;
 mod http;
 mod intake;
 mod shard;
@@ -204,7 +205,9 @@ pub struct Daemon {
     intake: Option<JoinHandle<()>>,
     ticker: Option<JoinHandle<()>>,
     shards: Vec<JoinHandle<()>>,
+    drain_shards: Arc<AtomicBool>,
     sink: Option<JoinHandle<anyhow::Result<()>>>,
+    drain_sink: Arc<AtomicBool>,
     http: Option<http::HttpServer>,
 }
 
@@ -231,14 +234,17 @@ impl Daemon {
             lock(&shared.queues).push(("sink".into(), Box::new(move || rx.len())));
         }
         let sink = sink::Sink::open(&cfg, Arc::clone(&shared))?;
+        let drain_sink = Arc::new(AtomicBool::new(false));
+        let drain = Arc::clone(&drain_sink);
         let sink_handle = std::thread::Builder::new()
             .name("fw-sink".into())
-            .spawn(move || sink.run(sink_rx))
+            .spawn(move || sink.run(sink_rx, drain))
             .context("spawn sink thread")?;
 
         // shards
         let mut shard_tx = Vec::with_capacity(shards_n);
         let mut shards = Vec::with_capacity(shards_n);
+        let drain_shards = Arc::new(AtomicBool::new(false));
         for i in 0..shards_n {
             let (tx, rx) = crossbeam_channel::bounded::<shard::ShardMsg>(cfg.queue);
             {
@@ -247,15 +253,29 @@ impl Daemon {
             }
             let engine = Engine::new(Arc::clone(&plan), cfg.engine.clone());
             let worker = shard::Shard::new(i, engine, sink_tx.clone(), Arc::clone(&shared));
+            let drain = Arc::clone(&drain_shards);
             shards.push(
                 std::thread::Builder::new()
                     .name(format!("fw-shard{i}"))
-                    .spawn(move || worker.run(rx))
+                    .spawn(move || worker.run(rx, drain))
                     .context("spawn shard thread")?,
             );
             shard_tx.push(tx);
         }
         let router = shard::Router::new(&plan, shard_tx.clone());
+
+        // file and stdin sources: replayed into the shards, each in its own thread (not
+        // joined on shutdown: a read from stdin cannot be interrupted)
+        for src in &cfg.sources {
+            files::start(
+                src.clone(),
+                Arc::clone(&plan),
+                shard_tx.clone(),
+                sink_tx.clone(),
+                Arc::clone(&shared),
+                Arc::clone(&stop),
+            )?;
+        }
 
         // wall-clock ticker: time-driven evaluation without new data, and snapshots
         let ticker = {
@@ -299,7 +319,9 @@ impl Daemon {
             intake,
             ticker: Some(ticker),
             shards,
+            drain_shards,
             sink: Some(sink_handle),
+            drain_sink,
             http,
         })
     }
@@ -332,9 +354,11 @@ impl Daemon {
         if let Some(h) = self.ticker.take() {
             let _ = h.join();
         }
+        self.drain_shards.store(true, Ordering::SeqCst);
         for h in self.shards.drain(..) {
             let _ = h.join();
         }
+        self.drain_sink.store(true, Ordering::SeqCst);
         let result = match self.sink.take() {
             Some(h) => h
                 .join()

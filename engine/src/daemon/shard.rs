@@ -3,10 +3,11 @@
 //! evaluation reads in one shard.
 
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, SendError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, SendError, Sender};
 use forewarn_rules::ir::{Cell, Expr, Millis, Plan, TemplatePart};
 
 use super::sink::SinkMsg;
@@ -225,10 +226,22 @@ impl Shard {
     }
 
     /// Evaluate until every sender is gone and the queue is drained.
-    pub(crate) fn run(mut self, rx: Receiver<ShardMsg>) {
+    /// `drain`: set once nothing routes any more readings that matter (shutdown): the shard
+    /// then stops as soon as its queue is empty, even if a source thread still holds a sender.
+    pub(crate) fn run(mut self, rx: Receiver<ShardMsg>, drain: Arc<AtomicBool>) {
         let wall = self.engine_clock() == ClockMode::Wall;
         let mut last_snapshot = Instant::now();
-        for msg in rx.iter() {
+        loop {
+            let msg = match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(m) => m,
+                Err(RecvTimeoutError::Timeout) => {
+                    if drain.load(Ordering::SeqCst) && rx.is_empty() {
+                        break;
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
             let mut context: Option<(Instant, Arc<Origin>)> = None;
             let mut tick = false;
             match msg {
@@ -308,15 +321,6 @@ impl Shard {
 /// A reading the engine rejected, as a dead letter with its message's topic and payload.
 fn rejection_letter(r: Rejection, origin: Option<&Arc<Origin>>) -> DeadLetter {
     let here = origin.filter(|o| o.seq == r.tag);
-    DeadLetter {
-        source: here.map(|o| o.topic.clone()).unwrap_or_default(),
-        line: r.tag,
-        reason: r.reason,
-        detail: r.detail,
-        entity: Some(r.entity),
-        feed: Some(r.feed),
-        ts: Some(r.ts),
-        value: Some(r.value),
-        raw: here.map(|o| o.payload.clone()).unwrap_or_default(),
-    }
+    let (source, raw) = here.map_or(("", &[][..]), |o| (o.topic.as_str(), &o.payload[..]));
+    DeadLetter::from_rejection(r, source, raw)
 }

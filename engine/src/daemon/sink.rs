@@ -135,7 +135,11 @@ impl Sink {
     }
 
     /// Run until every sender is gone; then flush everything and say `offline`.
-    pub(crate) fn run(mut self, rx: Receiver<SinkMsg>) -> anyhow::Result<()> {
+    pub(crate) fn run(
+        mut self,
+        rx: Receiver<SinkMsg>,
+        drain: Arc<AtomicBool>,
+    ) -> anyhow::Result<()> {
         let mut dirty = false;
         let mut last_flush = Instant::now();
         loop {
@@ -150,6 +154,9 @@ impl Sink {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
+                    if drain.load(Ordering::SeqCst) && rx.is_empty() {
+                        break;
+                    }
                     if dirty {
                         self.flush()?;
                         dirty = false;

@@ -19,6 +19,8 @@ use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 /// QoS 1 sessions and their queued messages). Killed on drop.
 pub struct Mosquitto {
     pub port: u16,
+    /// With [`Mosquitto::start_tls`]: the TLS listener (the plain one wants a password too).
+    pub tls_port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -40,11 +42,110 @@ impl Mosquitto {
         std::fs::write(dir.path().join("mosquitto.conf"), conf).expect("write mosquitto.conf");
         let mut m = Mosquitto {
             port,
+            tls_port: 0,
             dir,
             child: None,
         };
         m.spawn();
         m
+    }
+
+    /// A broker with a TLS listener (certificate of a throw-away CA, made with openssl, for
+    /// `127.0.0.1` and `localhost`) and password authentication on both listeners
+    /// (`forewarn` / `secret`). The CA is at [`Mosquitto::ca`].
+    pub fn start_tls() -> Mosquitto {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let run = |args: &[&str]| {
+            let out = Command::new(args[0])
+                .args(&args[1..])
+                .current_dir(d)
+                .output()
+                .unwrap_or_else(|e| panic!("{}: {e}", args[0]));
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&[
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=forewarn test CA",
+        ]);
+        run(&[
+            "openssl",
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        std::fs::write(
+            d.join("ext.cnf"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        run(&[
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ]);
+        run(&[
+            "mosquitto_passwd",
+            "-b",
+            "-c",
+            "passwd",
+            "forewarn",
+            "secret",
+        ]);
+        let (port, tls_port) = (free_port(), free_port());
+        let conf = format!(
+            "per_listener_settings false\nallow_anonymous false\npassword_file {d}/passwd\nlistener {port} 127.0.0.1\nlistener {tls_port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\nuser root\nlog_dest file {d}/mosquitto.log\n",
+            d = d.display()
+        );
+        std::fs::write(d.join("mosquitto.conf"), conf).expect("write mosquitto.conf");
+        let mut m = Mosquitto {
+            port,
+            tls_port,
+            dir,
+            child: None,
+        };
+        m.spawn();
+        m
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
     }
 
     fn spawn(&mut self) {
