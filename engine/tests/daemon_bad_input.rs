@@ -18,12 +18,13 @@ rule wet on rain:
 
 const GAUGES: &str = "site,name\nG1,one\nG2,two\n";
 
+/// Fields drop in order: the daemon stops (cleanly) before the broker goes.
 struct Setup {
-    _broker: Mosquitto,
     daemon: TestDaemon,
     dead: TestClient,
     publisher: TestClient,
     prefix: String,
+    _broker: Mosquitto,
 }
 
 fn setup(tag: &str, before: impl FnOnce(u16, &str)) -> Setup {
@@ -73,11 +74,11 @@ prefix = "{prefix}"
     // let the wall clock tick once, so clock checks apply from the first reading
     std::thread::sleep(Duration::from_millis(400));
     Setup {
-        _broker: broker,
         daemon,
         dead,
         publisher,
         prefix,
+        _broker: broker,
     }
 }
 
