@@ -324,3 +324,67 @@ prefix = "tls"
         "warning, level, data status"
     );
 }
+
+#[test]
+fn a_stuck_webhook_drops_and_counts_without_blocking_evaluation() {
+    let broker = Mosquitto::start();
+    // accepts connections and never answers
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let config = format!(
+        r#"
+rules = "r.rules"
+[mqtt]
+port = {}
+client-id = "stuck-fw"
+[[subscription]]
+topic = "stuck-in/{{entity}}/{{feed}}"
+[http]
+listen = "127.0.0.1:0"
+[output]
+warnings = "w.jsonl"
+[[output.webhook]]
+url = "{url}"
+retries = 0
+timeout = "3s"
+queue = 2
+"#,
+        broker.port
+    );
+    let mut d = TestDaemon::start(&[("r.rules", RULES)], &config);
+    let pubc = TestClient::connect(broker.port, "stuck-pub", &[], true);
+    for i in 0..20 {
+        pubc.publish(
+            &format!("stuck-in/E{i}/rain"),
+            r#"{"ts":"2024-07-01T10:00:00+08:00","value":12}"#,
+        );
+    }
+    // all 20 warnings are evaluated and written at once, whatever the webhook does
+    assert_eq!(
+        d.wait_metric(
+            "forewarn_output_warnings_total",
+            20.0,
+            Duration::from_secs(5)
+        ),
+        20.0
+    );
+    let dropped = d.metric("forewarn_webhook_dropped_total");
+    assert!(
+        dropped >= 17.0,
+        "one in flight, two queued, the rest dropped: {dropped}"
+    );
+    d.shutdown();
+    assert_eq!(
+        std::fs::read_to_string(d.path("w.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        20
+    );
+}
