@@ -558,7 +558,7 @@ pub(crate) fn decode_senml(
                     format!("time {t} is not finite"),
                 ));
             }
-            let ts = if t.abs() >= (1u64 << 28) as f64 {
+            let ts = if t >= (1u64 << 28) as f64 {
                 (t * 1000.0).round() as Millis
             } else {
                 cx.now + (t * 1000.0).round() as Millis
@@ -674,6 +674,13 @@ mod tests {
                 RejectReason::Malformed
             ]
         );
+        // RFC 8428: every time below 2^28 s is relative, negative ones included
+        let (d, _) = senml(
+            r#"[{"bn":"G3:","n":"rain","v":1,"t":-300000000}]"#,
+            None,
+            None,
+        );
+        assert_eq!(d[0].ts, 1_000_000 - 300_000_000_000);
         let (_, e) = senml("{\"n\":1}", None, None);
         assert_eq!(e[0].reason, RejectReason::Malformed);
     }
