@@ -324,3 +324,41 @@ fn rejection_letter(r: Rejection, origin: Option<&Arc<Origin>>) -> DeadLetter {
     let (source, raw) = here.map_or(("", &[][..]), |o| (o.topic.as_str(), &o.payload[..]));
     DeadLetter::from_rejection(r, source, raw)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    #[test]
+    fn a_group_stays_in_one_shard() {
+        let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/harvey.rules");
+        let plan = Arc::new(
+            crate::loader::load_rules(&rules, HashMap::new())
+                .expect("harvey rules")
+                .plan,
+        );
+        let senders = (0..3).map(|_| crossbeam_channel::bounded(1).0).collect();
+        let router = Router::new(&plan, senders);
+        assert!(matches!(router.key, ShardKey::Group { .. }));
+        let table = &plan.tables[0];
+        let area = table.column("area").unwrap();
+        let mut shard_of_area: HashMap<String, usize> = HashMap::new();
+        let mut used = [false; 3];
+        for site in table.rows.keys() {
+            let Some(Cell::Text(a)) = table.cell(site, area) else {
+                panic!("{site} has no area")
+            };
+            let s = router.shard_of(site);
+            used[s] = true;
+            assert_eq!(*shard_of_area.entry(a.clone()).or_insert(s), s, "area {a}");
+        }
+        assert!(
+            used.iter().filter(|u| **u).count() >= 2,
+            "groups spread over shards"
+        );
+        // an entity in no table goes by its own id
+        assert!(router.shard_of("not-a-gauge") < 3);
+    }
+}
