@@ -283,13 +283,16 @@ impl Daemon {
             let txs = shard_tx;
             std::thread::Builder::new()
                 .name("fw-ticker".into())
-                .spawn(move || {
-                    while !sleep_unless(&stop, Duration::from_millis(250)) {
-                        let now = now_ms();
-                        for tx in &txs {
-                            // a full queue means the shard is busy: the next tick will do
-                            let _ = tx.try_send(shard::ShardMsg::Tick(now));
-                        }
+                .spawn(move || loop {
+                    // the first tick goes out before the intake starts: clock checks
+                    // (future-skew, max-age) apply from the first reading
+                    let now = now_ms();
+                    for tx in &txs {
+                        // a full queue means the shard is busy: the next tick will do
+                        let _ = tx.try_send(shard::ShardMsg::Tick(now));
+                    }
+                    if sleep_unless(&stop, Duration::from_millis(250)) {
+                        break;
                     }
                 })
                 .context("spawn ticker thread")?
