@@ -29,5 +29,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --all-features --locked "$@"
 echo "== forewarn test tests/cases (the same runner the case tests use)"
-"$CARGO_TARGET_DIR/debug/forewarn" test tests/cases > /tmp/forewarn-cases.log || { cat /tmp/forewarn-cases.log; exit 1; }
-tail -1 /tmp/forewarn-cases.log
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+"$CARGO_TARGET_DIR/debug/forewarn" test tests/cases > "$log" || { cat "$log"; exit 1; }
+tail -1 "$log"
+echo "== case file format lint"
+python3 tests/cases/check_cases.py
