@@ -276,30 +276,47 @@ pub struct RunConfig {
     pub output: OutputConfig,
 }
 
+/// Read a configuration file's text.
+pub(crate) fn read_config(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Deserialize configuration TOML; syntax errors name the file, line and column.
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    path: &Path,
+) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Resolve paths written in a configuration file against its directory (`-` is stdin/stdout).
+pub(crate) fn relative_to(config: &Path) -> impl Fn(&str) -> PathBuf + Copy + '_ {
+    let base = config.parent().unwrap_or(Path::new("."));
+    move |p: &str| {
+        if p == "-" {
+            PathBuf::from("-")
+        } else {
+            base.join(p)
+        }
+    }
+}
+
 impl RunConfig {
     /// Read and validate a configuration file.
     pub fn load(path: &Path) -> Result<RunConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(&text, path)
+        Self::parse(&read_config(path)?, path)
     }
 
     /// Parse configuration text; `path` locates relative paths and names the file in errors.
     pub fn parse(text: &str, path: &Path) -> Result<RunConfig, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let rel = |p: &str| {
-            if p == "-" {
-                PathBuf::from("-")
-            } else {
-                base.join(p)
-            }
-        };
+        let raw: RawConfig = parse_toml(text, path)?;
+        let rel = relative_to(path);
         let mut problems = Vec::new();
         let (engine, display_zone) = raw.engine.resolve(&mut problems);
         let sources = resolve_sources(&raw.sources, &rel, &mut problems);

@@ -352,25 +352,7 @@ impl Engine {
                 rules_by_feed[f].push(r);
             }
         }
-        let mut group_keys: Vec<(usize, usize)> = Vec::new();
-        for rule in &plan.rules {
-            let mut visit = |e: &Expr| {
-                if let Expr::Group { table, column, .. } = e {
-                    if !group_keys.contains(&(*table, *column)) {
-                        group_keys.push((*table, *column));
-                    }
-                }
-            };
-            for l in &rule.levels {
-                walk(&l.when, &mut visit);
-                if let Some(x) = &l.exit {
-                    walk(x, &mut visit);
-                }
-            }
-            if let Some(c) = &rule.clear_when {
-                walk(&c.cond, &mut visit);
-            }
-        }
+        let group_keys = plan.group_columns();
         let groups = group_keys
             .into_iter()
             .map(|(table, column)| GroupIndex {
@@ -1597,16 +1579,4 @@ fn max_opt(a: Option<Millis>, b: Option<Millis>) -> Option<Millis> {
 
 fn round_display(v: f64) -> f64 {
     (v * 1e6).round() / 1e6
-}
-
-fn walk(e: &Expr, f: &mut impl FnMut(&Expr)) {
-    f(e);
-    match e {
-        Expr::Neg(a) | Expr::Not(a) => walk(a, f),
-        Expr::Binary(_, a, b) => {
-            walk(a, f);
-            walk(b, f);
-        }
-        _ => {}
-    }
 }

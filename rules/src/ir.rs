@@ -62,6 +62,65 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// The `(table, column)` pairs that group functions (`peer_median` …) use anywhere in the
+    /// plan, in first-use order: the engine indexes these groups, and a sharded daemon keeps
+    /// each such group in one shard.
+    pub fn group_columns(&self) -> Vec<(TableId, usize)> {
+        let mut keys = Vec::new();
+        for rule in &self.rules {
+            rule.walk_exprs(&mut |e| {
+                if let Expr::Group { table, column, .. } = e {
+                    if !keys.contains(&(*table, *column)) {
+                        keys.push((*table, *column));
+                    }
+                }
+            });
+        }
+        keys
+    }
+}
+
+impl Expr {
+    /// Visit this expression and every sub-expression, parents first. (Checked expressions
+    /// are at most 256 deep, so the recursion is bounded.)
+    pub fn walk(&self, f: &mut dyn FnMut(&Expr)) {
+        f(self);
+        match self {
+            Expr::Neg(a) | Expr::Not(a) => a.walk(f),
+            Expr::Binary(_, a, b) => {
+                a.walk(f);
+                b.walk(f);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl RuleDef {
+    /// Visit every expression of the rule (conditions, exits, `clear when`, reported values
+    /// and thresholds, message holes) and all their sub-expressions.
+    pub fn walk_exprs(&self, f: &mut dyn FnMut(&Expr)) {
+        for l in &self.levels {
+            l.when.walk(f);
+            if let Some(x) = &l.exit {
+                x.walk(f);
+            }
+        }
+        if let Some(c) = &self.clear_when {
+            c.cond.walk(f);
+        }
+        for (_, x) in self.values.iter().chain(&self.thresholds) {
+            x.walk(f);
+        }
+        for part in &self.message {
+            if let TemplatePart::Value { expr, .. } = part {
+                expr.walk(f);
+            }
+        }
+    }
+}
+
 /// One day in milliseconds.
 pub const DAY: Millis = 86_400_000;
 /// One hour in milliseconds.

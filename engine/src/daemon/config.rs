@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{parse_zone, resolve_sources, ConfigError, RawEngine, RawSource, SourceConfig};
+use crate::config::{
+    parse_toml, parse_zone, read_config, relative_to, resolve_sources, ConfigError, RawEngine,
+    RawSource, SourceConfig,
+};
 use crate::engine::EngineConfig;
 use crate::time::{parse_duration, Zone};
 
@@ -339,27 +342,13 @@ fn dur(problems: &mut Vec<String>, key: &str, v: &Option<String>, default: Durat
 impl ServeConfig {
     /// Read and validate a configuration file.
     pub fn load(path: &Path) -> Result<ServeConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(&text, path)
+        Self::parse(&read_config(path)?, path)
     }
 
     /// Parse configuration text; `path` locates relative paths and names the file in errors.
     pub fn parse(text: &str, path: &Path) -> Result<ServeConfig, ConfigError> {
-        let raw: RawServe = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let rel = |p: &str| {
-            if p == "-" {
-                PathBuf::from("-")
-            } else {
-                base.join(p)
-            }
-        };
+        let raw: RawServe = parse_toml(text, path)?;
+        let rel = relative_to(path);
         let mut problems = Vec::new();
         let e = &raw.engine;
         let (engine, display_zone) = RawEngine {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendError, Sender};
-use forewarn_rules::ir::{Cell, Expr, Millis, Plan, TemplatePart};
+use forewarn_rules::ir::{Cell, Millis, Plan};
 
 use super::sink::SinkMsg;
 use super::{lock, ShardSnapshot, Shared};
@@ -66,50 +66,6 @@ pub(crate) struct Router {
     parts: Vec<Vec<Decoded>>,
 }
 
-fn walk(e: &Expr, f: &mut dyn FnMut(&Expr)) {
-    f(e);
-    match e {
-        Expr::Neg(x) | Expr::Not(x) => walk(x, f),
-        Expr::Binary(_, a, b) => {
-            walk(a, f);
-            walk(b, f);
-        }
-        _ => {}
-    }
-}
-
-/// The `(table, column)` pairs group functions use anywhere in the plan.
-fn group_columns(plan: &Plan) -> Vec<(usize, usize)> {
-    let mut keys = Vec::new();
-    let mut visit = |e: &Expr| {
-        if let Expr::Group { table, column, .. } = e {
-            if !keys.contains(&(*table, *column)) {
-                keys.push((*table, *column));
-            }
-        }
-    };
-    for rule in &plan.rules {
-        for l in &rule.levels {
-            walk(&l.when, &mut visit);
-            if let Some(x) = &l.exit {
-                walk(x, &mut visit);
-            }
-        }
-        if let Some(c) = &rule.clear_when {
-            walk(&c.cond, &mut visit);
-        }
-        for (_, x) in &rule.values {
-            walk(x, &mut visit);
-        }
-        for part in &rule.message {
-            if let TemplatePart::Value { expr, .. } = part {
-                walk(expr, &mut visit);
-            }
-        }
-    }
-    keys
-}
-
 fn hash_str(s: &str) -> u64 {
     // SipHash with fixed keys: the same entity lands in the same shard in every run.
     let mut h = std::hash::DefaultHasher::new();
@@ -119,7 +75,7 @@ fn hash_str(s: &str) -> u64 {
 
 impl Router {
     pub(crate) fn new(plan: &Arc<Plan>, senders: Vec<Sender<ShardMsg>>) -> Router {
-        let groups = group_columns(plan);
+        let groups = plan.group_columns();
         let key = match groups.as_slice() {
             [] => ShardKey::Entity,
             [(table, column)] => ShardKey::Group {
