@@ -74,6 +74,36 @@ impl Default for EngineConfig {
 /// Future skew allowed when none is configured (event clock: against the system clock).
 pub const DEFAULT_FUTURE_SKEW: Millis = 5 * 60_000;
 
+/// Earliest event time accepted (1900-01-01T00:00:00Z).
+pub const MIN_TS: Millis = -2_208_988_800_000;
+/// Latest event time accepted (9999-12-31T23:59:59.999Z).
+pub const MAX_TS: Millis = 253_402_300_799_999;
+/// Longest entity id accepted, in bytes.
+pub const MAX_ENTITY_BYTES: usize = 256;
+
+/// An entity id must be 1..=256 bytes without control characters or the MQTT wildcards `+`
+/// and `#` (ids become parts of output topics).
+pub fn check_entity_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("empty entity id".into());
+    }
+    if id.len() > MAX_ENTITY_BYTES {
+        return Err(format!(
+            "entity id of {} bytes (at most {MAX_ENTITY_BYTES})",
+            id.len()
+        ));
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| c.is_control() || *c == '+' || *c == '#')
+    {
+        return Err(format!(
+            "entity id contains {c:?} (control characters, `+` and `#` are not allowed)"
+        ));
+    }
+    Ok(())
+}
+
 /// A duration for people: `15m`, `1h30m`, `2d`, `250ms`.
 pub fn human(ms: Millis) -> String {
     forewarn_rules::format_duration(ms)
@@ -553,6 +583,15 @@ impl Engine {
 
     /// Check a reading's value and clock; on success the canonical value.
     fn validate(&mut self, r: &Reading<'_>) -> Result<f64, (RejectReason, String)> {
+        if !(MIN_TS..=MAX_TS).contains(&r.ts) {
+            return Err((
+                RejectReason::BadTimestamp,
+                format!("timestamp {} ms is outside the years 1900..9999", r.ts),
+            ));
+        }
+        if let Err(why) = check_entity_id(r.entity) {
+            return Err((RejectReason::Malformed, why));
+        }
         let feed = self.plan.feeds.get(r.feed).ok_or_else(|| {
             (
                 RejectReason::UnknownFeed,
@@ -647,6 +686,17 @@ impl Engine {
         Ok(v)
     }
 
+    /// The newest event time a reading may carry now: wall clock plus future skew (wall mode,
+    /// when a skew is set), system clock plus skew (event mode).
+    fn future_limit(&self) -> Option<Millis> {
+        match self.cfg.clock {
+            ClockMode::Wall => Some(self.wall_now()? + self.cfg.future_skew?),
+            ClockMode::Event => {
+                Some((self.cfg.now)() + self.cfg.future_skew.unwrap_or(DEFAULT_FUTURE_SKEW))
+            }
+        }
+    }
+
     fn wall_now(&self) -> Option<Millis> {
         match (self.wall, self.max_ts) {
             (Some(a), Some(b)) => Some(a.max(b)),
@@ -665,7 +715,13 @@ impl Engine {
     /// Tell the engine the newest event time seen on the whole stream, when readings are
     /// split across several engines (shards): each shard's watermark then follows the stream,
     /// not only its own entities, so its time-driven deadlines fire on time.
+    ///
+    /// A time the engine would reject as future-dated (or outside the years 1900..9999) is
+    /// ignored: one device with a wrong clock must not move anyone's watermark.
     pub fn observe_stream_time(&mut self, t: Millis, out: &mut dyn Sink) {
+        if !(MIN_TS..=MAX_TS).contains(&t) || self.future_limit().is_some_and(|limit| t > limit) {
+            return;
+        }
         self.stream_max = Some(self.stream_max.map_or(t, |m| m.max(t)));
         self.advance(out, false);
     }
@@ -694,6 +750,8 @@ impl Engine {
                 | RejectReason::StaleDated
                 | RejectReason::UnknownFeed
                 | RejectReason::UnknownEntity
+                | RejectReason::Malformed
+                | RejectReason::BadTimestamp
         ) {
             // The entity exists for data-status purposes from its first reading, valid or not.
             let id = self.intern(r.entity);
