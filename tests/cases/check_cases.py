@@ -21,7 +21,7 @@ REQUIRED = {"description", "source", "clock", "watermark-delay", "zone", "date",
 COUNTERS = {"accepted", "late", "duplicate", "replaced", "ignored", "added", "coerced", "rejected",
             "not_finite", "out_of_range", "not_numeric", "strict_string", "too_late",
             "future_dated", "stale_dated", "malformed", "missing_field", "no_offset",
-            "unknown_entity"}
+            "unknown_entity", "unknown_feed", "bad_timestamp", "too_large", "read"}
 DUR = re.compile(r"^(\d+(ms|s|m|h|d|w))+$")
 SHORT = re.compile(r"^\d\d:\d\d:\d\d(\.\d{1,3})?$")
 ACTIONS = {"raise", "escalate", "downgrade", "clear"}
