@@ -339,6 +339,19 @@ fn dur(problems: &mut Vec<String>, key: &str, v: &Option<String>, default: Durat
     }
 }
 
+/// A webhook URL must be an absolute `http://` or `https://` URL with a host.
+fn check_url(url: &str) -> Result<(), String> {
+    let uri: ureq::http::Uri = url.parse().map_err(|e| format!("is not a URL ({e})"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => return Err("must start with http:// or https://".into()),
+    }
+    match uri.host() {
+        Some(h) if !h.is_empty() => Ok(()),
+        _ => Err("has no host".into()),
+    }
+}
+
 impl ServeConfig {
     /// Read and validate a configuration file.
     pub fn load(path: &Path) -> Result<ServeConfig, ConfigError> {
@@ -351,7 +364,7 @@ impl ServeConfig {
         let rel = relative_to(path);
         let mut problems = Vec::new();
         let e = &raw.engine;
-        let (engine, display_zone) = RawEngine {
+        let (mut engine, display_zone) = RawEngine {
             clock: e.clock.clone(),
             watermark_delay: e.watermark_delay.clone(),
             display_zone: e.display_zone.clone(),
@@ -361,6 +374,11 @@ impl ServeConfig {
             require_known_entities: e.require_known_entities,
         }
         .resolve(&mut problems);
+        // The daemon checks readings against the clock in both modes: without a configured
+        // future-skew, 5 minutes (a gauge whose clock is hours ahead is `future_dated`).
+        engine
+            .future_skew
+            .get_or_insert(crate::engine::DEFAULT_FUTURE_SKEW);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let shards = e.shards.unwrap_or(cores);
         if shards == 0 || shards > 256 {
@@ -376,6 +394,11 @@ impl ServeConfig {
             &e.heartbeat,
             Duration::from_secs(30),
         );
+        if heartbeat < Duration::from_secs(1) {
+            problems.push(format!(
+                "engine.heartbeat: {heartbeat:?} is too short (at least 1s)"
+            ));
+        }
         let mqtt = raw.mqtt.as_ref().map(|m| {
             let tls = m.tls.as_ref().map(|t| TlsConfig {
                 ca_file: rel(&t.ca_file),
@@ -423,6 +446,15 @@ impl ServeConfig {
             }
             if m.keep_alive < Duration::from_secs(1) {
                 problems.push("mqtt.keep-alive: at least 1s".into());
+            }
+            if m.reconnect_min.is_zero() {
+                problems.push("mqtt.reconnect-min: must be more than 0s".into());
+            }
+            if m.reconnect_min > m.reconnect_max {
+                problems.push(format!(
+                    "mqtt.reconnect-min ({:?}) is longer than mqtt.reconnect-max ({:?})",
+                    m.reconnect_min, m.reconnect_max
+                ));
             }
         }
         let mut subscriptions = Vec::new();
@@ -497,6 +529,11 @@ impl ServeConfig {
         });
         if mqtt_prefix.is_some() && mqtt.is_none() {
             problems.push("[output.mqtt] needs an [mqtt] broker".into());
+        }
+        for w in &o.webhook {
+            if let Err(e) = check_url(&w.url) {
+                problems.push(format!("output.webhook.url: {:?} {e}", w.url));
+            }
         }
         let webhooks = o
             .webhook
@@ -606,5 +643,59 @@ url = "http://127.0.0.1:1/hook"
             panic!()
         };
         assert_eq!(problems.len(), 4, "{problems:?}");
+    }
+
+    #[test]
+    fn future_skew_defaults_to_5m_in_both_clocks() {
+        for clock in ["wall", "event"] {
+            let text = format!(
+                "rules = \"r\"\n[engine]\nclock = \"{clock}\"\n[[source]]\npath = \"-\"\nformat = \"jsonl\"\n"
+            );
+            let c = ServeConfig::parse(&text, Path::new("f.toml")).unwrap();
+            assert_eq!(c.engine.future_skew, Some(5 * 60_000), "{clock}");
+        }
+    }
+
+    #[test]
+    fn bad_heartbeat_backoff_and_webhook_urls_are_reported_together() {
+        let text = r#"
+rules = "r"
+[engine]
+heartbeat = "0s"
+[mqtt]
+reconnect-min = "10s"
+reconnect-max = "1s"
+[[subscription]]
+topic = "a/{entity}/{feed}"
+[[output.webhook]]
+url = "localhost:8080/hook"
+[[output.webhook]]
+url = "ftp://example.com/x"
+[[output.webhook]]
+url = "http://127.0.0.1:8080/ok"
+"#;
+        let ConfigError::Invalid { problems, .. } =
+            ServeConfig::parse(text, Path::new("f.toml")).unwrap_err()
+        else {
+            panic!()
+        };
+        let all = problems.join("\n");
+        assert_eq!(problems.len(), 4, "{all}");
+        assert!(all.contains("engine.heartbeat"), "{all}");
+        assert!(all.contains("reconnect-min"), "{all}");
+        assert!(all.contains("localhost:8080/hook"), "{all}");
+        assert!(all.contains("ftp://"), "{all}");
+    }
+
+    #[test]
+    fn topic_names_are_checked_before_publishing() {
+        use crate::daemon::sink::valid_topic;
+        assert!(valid_topic("fw/level/wet/G1"));
+        assert!(!valid_topic(&"x".repeat(65_536)));
+        assert!(valid_topic(&"x".repeat(65_535)));
+        assert!(!valid_topic("fw/a+b"));
+        assert!(!valid_topic("fw/#"));
+        assert!(!valid_topic("fw/a\0b"));
+        assert!(!valid_topic(""));
     }
 }

@@ -59,7 +59,8 @@ impl ReplayTarget for RouterTarget {
                 },
             })
             .collect();
-        self.stream_time = self.stream_time.max(readings.iter().map(|r| r.ts).max());
+        let newest = self.shared.plausible_newest(readings.iter().map(|r| r.ts));
+        self.stream_time = self.stream_time.max(newest);
         let origin = Arc::new(Origin {
             topic: self.source.clone(),
             seq: readings[0].tag,

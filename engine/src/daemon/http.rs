@@ -76,13 +76,26 @@ impl HttpServer {
     }
 }
 
+/// A configured MQTT connection down for longer than this makes `/healthz` answer 503.
+const HEALTH_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn healthz(State(s): State<Arc<Shared>>) -> impl IntoResponse {
-    Json(serde_json::json!({
-        "status": "ok",
+    let problems = s.degraded(HEALTH_GRACE);
+    let code = if problems.is_empty() {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut body = serde_json::json!({
+        "status": if problems.is_empty() { "ok" } else { "degraded" },
         "mqtt_connected": s.intake_connected.load(Ordering::Relaxed),
         "mqtt_output_connected": s.output_connected.load(Ordering::Relaxed),
         "uptime_s": s.started.elapsed().as_secs(),
-    }))
+    });
+    if !problems.is_empty() {
+        body["problems"] = serde_json::json!(problems);
+    }
+    (code, Json(body))
 }
 
 fn utc(t: i64) -> String {
@@ -256,6 +269,12 @@ pub(crate) fn render_metrics(s: &Shared) -> String {
         "forewarn_mqtt_connection_errors_total",
         "MQTT intake connection errors (each followed by a reconnect attempt with backoff).",
         ld(&s.intake_errors),
+    );
+    counter(
+        &mut o,
+        "forewarn_mqtt_invalid_topics_total",
+        "Publishes not sent because the topic is not a valid MQTT topic name (over 65535 bytes, or +, # or NUL).",
+        ld(&s.bad_topics),
     );
     counter(
         &mut o,

@@ -86,11 +86,12 @@ impl OutputConnection {
             let stop = Arc::clone(&stop);
             let (min, max) = (m.reconnect_min, m.reconnect_max);
             let hb_topic = format!("{prefix}/heartbeat");
+            let broker = format!("{}:{}", m.host, m.port);
             std::thread::Builder::new()
                 .name("fw-mqtt-out".into())
                 .spawn(move || {
                     run_output(
-                        conn, client, status, hb_topic, heartbeat, min, max, shared, stop,
+                        conn, client, status, hb_topic, heartbeat, min, max, shared, stop, broker,
                     )
                 })
                 .context("spawn mqtt output thread")?
@@ -120,9 +121,11 @@ fn run_output(
     max: Duration,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
+    broker: String,
 ) {
     let mut backoff = min;
     let mut next_beat = Instant::now() + heartbeat;
+    let mut errors = super::RateLog::new("mqtt output connection", Duration::from_secs(30));
     loop {
         if stop.load(Ordering::Relaxed) {
             break;
@@ -130,16 +133,31 @@ fn run_output(
         match conn.recv_timeout(Duration::from_millis(500)) {
             Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                 shared.output_connected.store(true, Ordering::Relaxed);
-                shared.output_connects.fetch_add(1, Ordering::Relaxed);
+                shared.mark(&shared.output_down_since, true);
+                let n = shared.output_connects.fetch_add(1, Ordering::Relaxed);
+                if n > 0 {
+                    eprintln!("forewarn serve: mqtt output reconnected");
+                }
+                errors.reset();
                 backoff = min;
                 let _ = client.try_publish(&status, QoS::AtLeastOnce, true, "online");
+                // on a reconnect, the retained levels and data statuses again: a broker
+                // without persistence lost them when it restarted (the sink thread
+                // republishes them; on the first connect nothing was published before)
+                if n > 0 {
+                    shared.republish.store(true, Ordering::Relaxed);
+                }
             }
             Ok(Ok(Event::Outgoing(Outgoing::Disconnect))) => break,
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 if shared.output_connected.swap(false, Ordering::Relaxed) {
-                    eprintln!("forewarn serve: mqtt output connection lost: {e}");
+                    errors.reset();
+                    errors.log(format_args!("lost: {e}"));
+                } else {
+                    errors.log(format_args!("cannot connect to {broker}: {e}"));
                 }
+                shared.mark(&shared.output_down_since, false);
                 shared.output_errors.fetch_add(1, Ordering::Relaxed);
                 if sleep_unless(&stop, backoff) {
                     break;
@@ -194,6 +212,7 @@ pub(crate) fn start(
         stop,
         min: m.reconnect_min,
         max: m.reconnect_max,
+        broker: format!("{}:{}", m.host, m.port),
         seq: 0,
         stream_time: None,
     };
@@ -213,6 +232,7 @@ struct Intake {
     stop: Arc<AtomicBool>,
     min: Duration,
     max: Duration,
+    broker: String,
     seq: u64,
     stream_time: Option<Millis>,
 }
@@ -221,6 +241,7 @@ impl Intake {
     fn run(mut self, mut conn: Connection) {
         let mut backoff = self.min;
         let mut subscribed = false;
+        let mut errors = super::RateLog::new("mqtt intake connection", Duration::from_secs(30));
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 break;
@@ -229,6 +250,8 @@ impl Intake {
                 Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
                     let n = self.shared.intake_connects.fetch_add(1, Ordering::Relaxed);
                     self.shared.intake_connected.store(true, Ordering::Relaxed);
+                    self.shared.mark(&self.shared.intake_down_since, true);
+                    errors.reset();
                     if n > 0 {
                         eprintln!(
                             "forewarn serve: mqtt reconnected (session present: {})",
@@ -258,8 +281,12 @@ impl Intake {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
                     if self.shared.intake_connected.swap(false, Ordering::Relaxed) {
-                        eprintln!("forewarn serve: mqtt intake connection lost: {e}");
+                        errors.reset();
+                        errors.log(format_args!("lost: {e}"));
+                    } else {
+                        errors.log(format_args!("cannot connect to {}: {e}", self.broker));
                     }
+                    self.shared.mark(&self.shared.intake_down_since, false);
                     self.shared.intake_errors.fetch_add(1, Ordering::Relaxed);
                     if sleep_unless(&self.stop, backoff) {
                         break;
@@ -380,7 +407,7 @@ impl Intake {
         if decoded.is_empty() {
             return Ok(());
         }
-        let newest = decoded.iter().map(|d| d.ts).max();
+        let newest = self.shared.plausible_newest(decoded.iter().map(|d| d.ts));
         self.stream_time = self.stream_time.max(newest);
         let origin = Arc::new(Origin {
             topic: topic.to_string(),

@@ -84,6 +84,21 @@ pub(crate) struct Shared {
     pub(crate) webhook_retries: AtomicU64,
     /// Queue depth probes: name and a function returning the current length.
     pub(crate) queues: Mutex<Vec<(String, QueueProbe)>>,
+    /// Readings further ahead of the system clock than this do not move the stream time the
+    /// intake forwards to the shards (they will be rejected `future_dated`).
+    pub(crate) future_skew: Millis,
+    /// Whether an intake / output MQTT connection is configured (for `/healthz`).
+    pub(crate) intake_configured: bool,
+    pub(crate) output_configured: bool,
+    /// Milliseconds since `started` when the connection was last lost (or never made);
+    /// `u64::MAX` while connected.
+    pub(crate) intake_down_since: AtomicU64,
+    pub(crate) output_down_since: AtomicU64,
+    /// The output connection (re)connected: the sink republishes the retained levels and
+    /// data statuses (a broker without persistence forgets them on restart).
+    pub(crate) republish: AtomicBool,
+    /// Publishes refused because their topic is not a valid MQTT topic name.
+    pub(crate) bad_topics: AtomicU64,
 }
 
 impl std::fmt::Debug for Shared {
@@ -93,7 +108,8 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    fn new(plan: Arc<Plan>, zone: Zone, clock: ClockMode, shards: usize) -> Shared {
+    fn new(plan: Arc<Plan>, cfg: &ServeConfig, shards: usize) -> Shared {
+        let (zone, clock) = (cfg.display_zone, cfg.engine.clock);
         Shared {
             plan,
             zone,
@@ -126,7 +142,54 @@ impl Shared {
             webhook_dropped: AtomicU64::new(0),
             webhook_retries: AtomicU64::new(0),
             queues: Mutex::new(Vec::new()),
+            future_skew: cfg
+                .engine
+                .future_skew
+                .unwrap_or(crate::engine::DEFAULT_FUTURE_SKEW),
+            intake_configured: cfg.mqtt.is_some(),
+            output_configured: cfg.mqtt.is_some() && cfg.output.mqtt_prefix.is_some(),
+            intake_down_since: AtomicU64::new(0),
+            output_down_since: AtomicU64::new(0),
+            republish: AtomicBool::new(false),
+            bad_topics: AtomicU64::new(0),
         }
+    }
+
+    /// Record a connection state change (`down_since` of the intake or output connection).
+    pub(crate) fn mark(&self, down_since: &AtomicU64, connected: bool) {
+        let v = if connected {
+            u64::MAX
+        } else {
+            self.started.elapsed().as_millis() as u64
+        };
+        if connected || down_since.load(Ordering::Relaxed) == u64::MAX {
+            down_since.store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// The configured MQTT connections that have been down for longer than `grace`.
+    pub(crate) fn degraded(&self, grace: Duration) -> Vec<&'static str> {
+        let now = self.started.elapsed().as_millis() as u64;
+        let down = |a: &AtomicU64| {
+            let since = a.load(Ordering::Relaxed);
+            since != u64::MAX && now.saturating_sub(since) > grace.as_millis() as u64
+        };
+        let mut v = Vec::new();
+        if self.intake_configured && down(&self.intake_down_since) {
+            v.push("mqtt intake disconnected");
+        }
+        if self.output_configured && down(&self.output_down_since) {
+            v.push("mqtt output disconnected");
+        }
+        v
+    }
+
+    /// The newest event time of a message that the shards may be told about: times further
+    /// ahead of the system clock than the future skew are left out (those readings are
+    /// rejected `future_dated`; one bad clock must not move every shard's watermark).
+    pub(crate) fn plausible_newest(&self, ts: impl Iterator<Item = Millis>) -> Option<Millis> {
+        let limit = now_ms().saturating_add(self.future_skew);
+        ts.filter(|&t| t <= limit).max()
     }
 
     pub(crate) fn count_intake_rejection(&self, reason: RejectReason) {
@@ -219,12 +282,8 @@ impl Daemon {
             .map_err(|e| anyhow::anyhow!("{}", render_load_error(e)))?;
         let plan = Arc::new(compiled.plan);
         let shards_n = cfg.shards.max(1);
-        let shared = Arc::new(Shared::new(
-            Arc::clone(&plan),
-            cfg.display_zone,
-            cfg.engine.clock,
-            shards_n,
-        ));
+        check_feeds(&cfg, &plan)?;
+        let shared = Arc::new(Shared::new(Arc::clone(&plan), &cfg, shards_n));
         let stop = Arc::new(AtomicBool::new(false));
 
         // sink (and the output MQTT connection, webhooks)
@@ -378,6 +437,79 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Every subscription `feed` must be declared in the rules (all problems together).
+fn check_feeds(cfg: &ServeConfig, plan: &Plan) -> anyhow::Result<()> {
+    let names: Vec<&str> = plan.feeds.iter().map(|f| f.name.as_str()).collect();
+    let problems: Vec<String> = cfg
+        .subscriptions
+        .iter()
+        .filter_map(|s| {
+            let f = s.feed.as_deref()?;
+            if plan.feed_by_name(f).is_some() {
+                return None;
+            }
+            let hint = match forewarn_rules::diag::did_you_mean(f, names.iter().copied()) {
+                Some(m) => format!(" (did you mean {m:?}?)"),
+                None => format!(" (declared: {})", names.join(", ")),
+            };
+            Some(format!(
+                "subscription {:?}: feed {f:?} is not declared in the rules{hint}",
+                s.topic.text
+            ))
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("configuration: {}", problems.join("; "))
+    }
+}
+
+/// Rate-limited error logging: the first message of a kind goes out at once, then at most
+/// one every `every`, with the number suppressed in between.
+#[derive(Debug)]
+pub(crate) struct RateLog {
+    what: &'static str,
+    every: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLog {
+    pub(crate) fn new(what: &'static str, every: Duration) -> RateLog {
+        RateLog {
+            what,
+            every,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// Log `msg` unless one went out less than `every` ago.
+    pub(crate) fn log(&mut self, msg: impl std::fmt::Display) {
+        if self.last.is_some_and(|l| l.elapsed() < self.every) {
+            self.suppressed += 1;
+            return;
+        }
+        if self.suppressed > 0 {
+            eprintln!(
+                "forewarn serve: {}: {msg} ({} more since the last report)",
+                self.what, self.suppressed
+            );
+        } else {
+            eprintln!("forewarn serve: {}: {msg}", self.what);
+        }
+        self.last = Some(Instant::now());
+        self.suppressed = 0;
+    }
+
+    /// Forget the rate limit (after a recovery, the next failure is news).
+    pub(crate) fn reset(&mut self) {
+        self.last = None;
+        self.suppressed = 0;
     }
 }
 

@@ -53,6 +53,13 @@ pub(crate) fn topic_level(s: &str) -> String {
         .collect()
 }
 
+/// Whether `topic` may be published to: a valid MQTT topic name of at most 65,535 bytes
+/// without wildcards or NUL. A bad topic would make the broker drop the connection (and the
+/// client reconnect and resend it forever).
+pub(crate) fn valid_topic(topic: &str) -> bool {
+    !topic.is_empty() && topic.len() <= 65_535 && !topic.contains(['+', '#', '\0'])
+}
+
 /// A dead letter as JSON: `source` is the MQTT topic (or file source), `line` the message
 /// sequence number (or line); the raw payload as `raw` (UTF-8 text) or `raw_base64`.
 pub(crate) fn dead_letter_json(d: &DeadLetter, zone: &crate::time::Zone) -> Json {
@@ -79,6 +86,10 @@ pub(crate) struct Sink {
     status: Option<BufWriter<File>>,
     dead: Option<BufWriter<File>>,
     mqtt: Option<(Client, String, OutputConnection)>,
+    /// Retained topics and their current payload (levels of active warnings, data status),
+    /// republished on every (re)connect of the output connection.
+    retained: std::collections::BTreeMap<String, Vec<u8>>,
+    bad_topic_log: super::RateLog,
     webhooks: Vec<Webhook>,
     webhook_stop: Arc<AtomicBool>,
 }
@@ -129,6 +140,8 @@ impl Sink {
             status: o.status.as_deref().map(create).transpose()?,
             dead: o.dead_letter.as_deref().map(create).transpose()?,
             mqtt,
+            retained: Default::default(),
+            bad_topic_log: super::RateLog::new("mqtt output", Duration::from_secs(30)),
             webhooks,
             webhook_stop,
         })
@@ -143,6 +156,9 @@ impl Sink {
         let mut dirty = false;
         let mut last_flush = Instant::now();
         loop {
+            if self.shared.republish.swap(false, Ordering::Relaxed) {
+                self.republish();
+            }
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(msg) => {
                     self.handle(msg)?;
@@ -207,7 +223,46 @@ impl Sink {
         Ok(())
     }
 
-    fn publish(&self, topic: String, retain: bool, payload: Vec<u8>) {
+    /// Publish the retained levels and data statuses again (after a (re)connect).
+    fn republish(&mut self) {
+        let Some((client, _, _)) = &self.mqtt else {
+            return;
+        };
+        for (topic, payload) in &self.retained {
+            if client
+                .publish(topic.clone(), QoS::AtLeastOnce, true, payload.clone())
+                .is_ok()
+            {
+                self.shared.mqtt_published.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A retained publish whose payload is remembered for [`Sink::republish`] (an empty
+    /// payload deletes the retained message, and is forgotten).
+    fn publish_retained(&mut self, topic: String, payload: Vec<u8>) {
+        if !valid_topic(&topic) {
+            return self.publish(topic, true, payload);
+        }
+        if payload.is_empty() {
+            self.retained.remove(&topic);
+        } else {
+            self.retained.insert(topic.clone(), payload.clone());
+        }
+        self.publish(topic, true, payload);
+    }
+
+    fn publish(&mut self, topic: String, retain: bool, payload: Vec<u8>) {
+        if self.mqtt.is_some() && !valid_topic(&topic) {
+            self.shared.bad_topics.fetch_add(1, Ordering::Relaxed);
+            let shown: String = topic.chars().take(80).collect();
+            self.bad_topic_log.log(format_args!(
+                "not published: topic of {} bytes starting {shown:?} is not a valid MQTT topic \
+                 (at most 65535 bytes, no +, # or NUL)",
+                topic.len()
+            ));
+            return;
+        }
         if let Some((client, _, _)) = &self.mqtt {
             // blocking when the request queue is full: backpressure on evaluation
             if client
@@ -245,7 +300,7 @@ impl Sink {
                     } else {
                         line.clone().into_bytes()
                     };
-                    self.publish(format!("{p}/level/{rule}/{entity}"), true, level);
+                    self.publish_retained(format!("{p}/level/{rule}/{entity}"), level);
                 }
                 if !self.webhooks.is_empty() {
                     let body = Arc::new(line);
@@ -266,13 +321,12 @@ impl Sink {
                     writeln!(f, "{line}").context("write status")?;
                 }
                 if let Some(p) = self.prefix().map(str::to_string) {
-                    self.publish(
+                    self.publish_retained(
                         format!(
                             "{p}/status/{}/{}",
                             topic_level(&s.entity),
                             topic_level(&s.feed)
                         ),
-                        true,
                         line.into_bytes(),
                     );
                 }
@@ -305,6 +359,7 @@ fn run_webhook(
         .http_status_as_error(true)
         .build()
         .into();
+    let mut log = super::RateLog::new("webhook", Duration::from_secs(30));
     for body in rx.iter() {
         let mut backoff = Duration::from_millis(200);
         let mut attempt = 0;
@@ -318,7 +373,10 @@ fn run_webhook(
                     shared.webhook_delivered.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
-                Err(_) if attempt < w.retries && !stop.load(Ordering::Relaxed) => {
+                Err(e) if attempt < w.retries && !stop.load(Ordering::Relaxed) => {
+                    if attempt == 0 {
+                        log.log(format_args!("POST {}: {e} (retrying)", w.url));
+                    }
                     attempt += 1;
                     shared.webhook_retries.fetch_add(1, Ordering::Relaxed);
                     if super::sleep_unless(&stop, backoff) {
@@ -327,7 +385,11 @@ fn run_webhook(
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
-                Err(_) => {
+                Err(e) => {
+                    log.log(format_args!(
+                        "POST {}: {e}; record given up after {attempt} retries",
+                        w.url
+                    ));
                     shared.webhook_failed.fetch_add(1, Ordering::Relaxed);
                     break;
                 }

@@ -32,10 +32,19 @@ pub fn free_port() -> u16 {
 
 impl Mosquitto {
     pub fn start() -> Mosquitto {
+        Mosquitto::start_with(true)
+    }
+
+    /// A broker that forgets everything (sessions, retained messages) when it restarts.
+    pub fn start_volatile() -> Mosquitto {
+        Mosquitto::start_with(false)
+    }
+
+    fn start_with(persistence: bool) -> Mosquitto {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let conf = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 1000000\nmax_inflight_messages 100\nuser root\nlog_dest file {}/mosquitto.log\nlog_type error\nlog_type warning\nlog_type notice\n",
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence {persistence}\npersistence_location {}/\nmax_queued_messages 1000000\nmax_inflight_messages 100\nuser root\nlog_dest file {}/mosquitto.log\nlog_type error\nlog_type warning\nlog_type notice\n",
             dir.path().display(),
             dir.path().display()
         );
