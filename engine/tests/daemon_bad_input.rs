@@ -171,6 +171,9 @@ fn garbage_bytes() {
         0.0,
     );
     assert_eq!(got[0].json()["raw_base64"], "//4AEpwAAAE=");
+    // the topic names the entity and the feed: so does the dead letter
+    assert_eq!(got[0].json()["entity"], "G1", "{}", got[0].text());
+    assert_eq!(got[0].json()["feed"], "rain", "{}", got[0].text());
 }
 
 #[test]

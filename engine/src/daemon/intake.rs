@@ -360,14 +360,24 @@ impl Intake {
                 payload,
             ));
         };
+        // dead letters name the entity and feed the topic (or subscription) supplies
+        let fill = |mut d: DeadLetter| {
+            if d.entity.is_none() {
+                d.entity = t_entity.map(str::to_string);
+            }
+            if d.feed.is_none() && d.reason != RejectReason::UnknownFeed {
+                d.feed = t_feed.or(sub.feed.as_deref()).map(str::to_string);
+            }
+            d
+        };
         let text = match std::str::from_utf8(payload) {
             Ok(t) => t,
             Err(_) => {
-                return self.dead(letter(
+                return self.dead(fill(letter(
                     RejectReason::Malformed,
                     "payload is not UTF-8 text".into(),
                     payload,
-                ))
+                )))
             }
         };
         let plan = Arc::clone(&self.shared.plan);
@@ -402,7 +412,7 @@ impl Intake {
             }
         }
         for d in dead {
-            self.dead(d)?;
+            self.dead(fill(d))?;
         }
         if decoded.is_empty() {
             return Ok(());
