@@ -170,3 +170,10 @@ fn a_subscription_feed_the_rules_do_not_declare_is_refused() {
         "both problems together: {err}"
     );
 }
+
+#[test]
+fn the_shipped_config_parses_with_a_5m_future_skew() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/serve.toml");
+    let cfg = ServeConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.engine.future_skew, Some(5 * 60_000));
+}
