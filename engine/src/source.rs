@@ -249,6 +249,12 @@ fn reject_line(
     out.dead_letter(d);
 }
 
+/// The dead letter of a line longer than the source allows (only its first bytes are kept).
+fn too_large(src: &SourceConfig, line: u64, len: usize, raw: &[u8]) -> DeadLetter {
+    let detail = format!("line of {len} bytes (limit {})", src.max_line_bytes);
+    bad(&src.name, line, RejectReason::TooLarge, detail, raw)
+}
+
 fn time_reason(e: &TimeError) -> RejectReason {
     match e {
         TimeError::NoOffset(_) => RejectReason::NoOffset,
@@ -334,18 +340,7 @@ fn replay_wide(
         line_no += 1;
         stats.lines += 1;
         if len > src.max_line_bytes {
-            reject_line(
-                engine,
-                &mut stats,
-                out,
-                bad(
-                    &src.name,
-                    line_no,
-                    RejectReason::TooLarge,
-                    format!("line of {len} bytes (limit {})", src.max_line_bytes),
-                    &raw,
-                ),
-            );
+            reject_line(engine, &mut stats, out, too_large(src, line_no, len, &raw));
             continue;
         }
         let Ok(text) = std::str::from_utf8(&raw) else {
@@ -578,18 +573,7 @@ fn replay_lines(
         line_no += 1;
         if len > src.max_line_bytes {
             stats.lines += 1;
-            reject_line(
-                engine,
-                &mut stats,
-                out,
-                bad(
-                    &src.name,
-                    line_no,
-                    RejectReason::TooLarge,
-                    format!("line of {len} bytes (limit {})", src.max_line_bytes),
-                    &raw,
-                ),
-            );
+            reject_line(engine, &mut stats, out, too_large(src, line_no, len, &raw));
             continue;
         }
         let trimmed = trim_ascii(&raw);
