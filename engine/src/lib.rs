@@ -24,6 +24,7 @@ pub mod cases;
 pub mod config;
 #[cfg(feature = "daemon")]
 pub mod daemon;
+pub mod durable;
 pub mod engine;
 pub mod loader;
 pub mod record;
