@@ -8,6 +8,7 @@
 //! State lives in dense vectors indexed by interned entity ids; the per-reading path does not
 //! allocate (warning records, which are rare, do).
 
+use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
@@ -22,6 +23,9 @@ use crate::record::{
 };
 use crate::time::Zone;
 use crate::window::{min_opt, FeedTiming, InsertOutcome, SampleBuffer, WindowValue};
+
+mod snapshot;
+pub use snapshot::SnapshotError;
 
 /// Interned entity id: an index into the engine's dense per-entity state.
 pub type EntityId = u32;
@@ -161,7 +165,7 @@ pub enum Accepted {
 }
 
 /// Counters of everything that went through the engine.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Counters {
     /// Readings offered (accepted or not, parse failures reported by sources included).
     pub read: u64,
@@ -218,7 +222,7 @@ pub struct ActiveWarning {
     pub seq: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct FeedSlot {
     buf: SampleBuffer,
     status: DataStatus,
@@ -226,7 +230,7 @@ struct FeedSlot {
     last_accepted: Option<Millis>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct RuleState {
     active: bool,
     skipped: bool,
@@ -238,7 +242,7 @@ struct RuleState {
     clear_since: Option<Millis>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct EntityState {
     name: String,
     tau: Option<Millis>,
@@ -252,7 +256,7 @@ struct EntityState {
 }
 
 /// Members of the groups of one `(table, column)` used by group functions.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct GroupIndex {
     table: usize,
     column: usize,
@@ -260,7 +264,7 @@ struct GroupIndex {
     members: Vec<Vec<EntityId>>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Pending {
     ts: Millis,
     seq: u64,

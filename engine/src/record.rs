@@ -95,7 +95,7 @@ pub struct Warning {
 }
 
 /// Data status of one entity's feed, by sample age only (semantics.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DataStatus {
     /// No accepted sample yet.

@@ -9,6 +9,8 @@
 
 use std::collections::VecDeque;
 
+use serde::{Deserialize, Serialize};
+
 use forewarn_rules::ir::{DuplicatePolicy, Millis, WindowFunc, DAY, HOUR};
 
 /// Fixed-point scale: values are held as integer micro-units for exact sums.
@@ -20,7 +22,7 @@ pub fn to_micro(v: f64) -> i64 {
     (v * MICRO).round() as i64
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Sample {
     ts: Millis,
     value: f64,
@@ -57,7 +59,7 @@ pub struct FeedTiming {
 }
 
 /// The samples of one entity's feed, in event-time order.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SampleBuffer {
     samples: VecDeque<Sample>,
 }
