@@ -1,6 +1,7 @@
 //! Durability: the journal (write-ahead log of everything in and out of the engine),
 //! engine checkpoints, and recovery after a crash. See `docs/durability.md`.
 
+pub mod checkpoint;
 pub mod entry;
 pub mod journal;
 
