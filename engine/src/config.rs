@@ -52,6 +52,83 @@ struct RawConfig {
     sources: Vec<RawSource>,
     #[serde(default)]
     output: RawOutput,
+    history: Option<RawHistory>,
+}
+
+/// The `[history]` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawHistory {
+    pub(crate) dir: String,
+    pub(crate) checkpoint_every: Option<u64>,
+    pub(crate) checkpoint_interval: Option<String>,
+    pub(crate) segment_rows: Option<u64>,
+}
+
+impl RawHistory {
+    /// Validate; problems are appended to `problems`.
+    pub(crate) fn resolve(
+        &self,
+        rel: &dyn Fn(&str) -> PathBuf,
+        problems: &mut Vec<String>,
+    ) -> HistoryConfig {
+        let d = HistoryConfig::defaults(rel(&self.dir));
+        let interval = match &self.checkpoint_interval {
+            None => d.checkpoint_interval,
+            Some(s) => parse_duration(s).unwrap_or_else(|| {
+                problems.push(format!(
+                    "history.checkpoint-interval: {s:?} is not a duration (e.g. 10s, 1m)"
+                ));
+                d.checkpoint_interval
+            }),
+        };
+        let positive = |key: &str, v: Option<u64>, default: u64, problems: &mut Vec<String>| match v
+        {
+            Some(0) => {
+                problems.push(format!("history.{key}: must be at least 1"));
+                default
+            }
+            Some(n) => n,
+            None => default,
+        };
+        HistoryConfig {
+            checkpoint_every: positive(
+                "checkpoint-every",
+                self.checkpoint_every,
+                d.checkpoint_every,
+                problems,
+            ),
+            checkpoint_interval: interval,
+            segment_rows: positive("segment-rows", self.segment_rows, d.segment_rows, problems),
+            dir: d.dir,
+        }
+    }
+}
+
+/// Where history, the journal and checkpoints are kept, and how often state is saved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryConfig {
+    /// The data directory: Parquet history by kind and day, `_journal/`, `_checkpoints/`.
+    pub dir: PathBuf,
+    /// Take a checkpoint after this many readings.
+    pub checkpoint_every: u64,
+    /// … or after this much wall time (ms), whichever comes first.
+    pub checkpoint_interval: Millis,
+    /// Seal the journal segment into Parquet once it holds this many readings.
+    pub segment_rows: u64,
+}
+
+impl HistoryConfig {
+    /// Defaults for a data directory: a checkpoint every 100,000 readings or 10 s; Parquet
+    /// segments of 1,000,000 readings.
+    pub fn defaults(dir: PathBuf) -> Self {
+        HistoryConfig {
+            dir,
+            checkpoint_every: 100_000,
+            checkpoint_interval: 10_000,
+            segment_rows: 1_000_000,
+        }
+    }
 }
 
 /// The `[engine]` table as written (shared with the daemon's configuration).
@@ -178,9 +255,10 @@ pub(crate) fn resolve_sources(
             "csv-wide" => SourceFormat::CsvWide,
             "csv" => SourceFormat::Csv,
             "jsonl" | "json-lines" => SourceFormat::Jsonl,
+            "history" => SourceFormat::History,
             other => {
                 problems.push(format!(
-                    "source {name}: format {other:?} is not one of csv-wide, csv, jsonl"
+                    "source {name}: format {other:?} is not one of csv-wide, csv, jsonl, history"
                 ));
                 continue;
             }
@@ -216,6 +294,9 @@ pub enum SourceFormat {
     Csv,
     /// One JSON payload per line: a reading object or an array of them (a batch).
     Jsonl,
+    /// forewarn's Parquet history (a data directory): its accepted readings, replayed in
+    /// arrival order, batches as they arrived (backfilling new rules over past data).
+    History,
 }
 
 /// A configured input.
@@ -274,6 +355,8 @@ pub struct RunConfig {
     pub sources: Vec<SourceConfig>,
     /// Outputs.
     pub output: OutputConfig,
+    /// History and durable state (`[history]`); none: nothing is kept, nothing resumes.
+    pub history: Option<HistoryConfig>,
 }
 
 /// Read a configuration file's text.
@@ -320,6 +403,7 @@ impl RunConfig {
         let mut problems = Vec::new();
         let (engine, display_zone) = raw.engine.resolve(&mut problems);
         let sources = resolve_sources(&raw.sources, &rel, &mut problems);
+        let history = raw.history.as_ref().map(|h| h.resolve(&rel, &mut problems));
         if raw.sources.is_empty() {
             problems.push("no [[source]] configured".into());
         }
@@ -341,6 +425,7 @@ impl RunConfig {
                 dead_letter: out(&raw.output.dead_letter),
                 console: raw.output.console.unwrap_or(false),
             },
+            history,
         })
     }
 }

@@ -26,6 +26,8 @@ pub mod config;
 pub mod daemon;
 pub mod durable;
 pub mod engine;
+#[cfg(feature = "history")]
+pub mod history;
 pub mod loader;
 pub mod record;
 pub mod run;

@@ -1,21 +1,29 @@
 //! `forewarn run`: replay the configured sources through the rules and write warnings,
 //! data-status events and dead letters; summarise what happened.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
-use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::rc::Rc;
 use std::time::Instant;
 
-use crate::config::{RunConfig, SourceFormat};
-use crate::engine::{ActiveWarning, Counters, Engine};
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+use crate::config::{HistoryConfig, RunConfig, SourceFormat};
+use crate::durable::checkpoint::{read_checkpoint, read_latest, write_checkpoint};
+use crate::durable::store::{reopen_at, seal, DataDir, Journal, JournalPosition, SharedJournal};
+use crate::durable::{Batch, Entry, JournalWriter, Outcome, ReadingRow, RejectedRow};
+use crate::engine::{ActiveWarning, Counters, Engine, Reading};
 use crate::loader::{load_rules, LoadError};
 use crate::record::{RejectReason, Rejection, Sink, StatusEvent, TransitionKind, Warning};
-use crate::source::{replay, DeadLetter, ReplayOutput, SourceStats};
+use crate::source::{replay, Committed, DeadLetter, ReplayOutput, ReplayTarget, SourceStats};
 use crate::time::Zone;
 use forewarn_rules::diag::did_you_mean;
-use forewarn_rules::ir::Plan;
+use forewarn_rules::ir::{Millis, Plan};
 
 /// Errors that stop a run before or while it starts (bad input never does).
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +37,9 @@ pub enum RunError {
     /// Sources that cannot be used; every problem is listed. Checked before any output.
     #[error("cannot start the replay:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     Sources(Vec<String>),
+    /// The journal, a checkpoint or the history cannot be written or read back.
+    #[error("history {0}")]
+    History(String),
     /// An input or output file cannot be opened or written.
     #[error("{what} {path}")]
     Io {
@@ -62,14 +73,105 @@ pub struct Summary {
     pub seconds: f64,
     /// Display zone.
     pub zone: Zone,
+    /// How the run started: fresh, or resumed from a checkpoint (and why).
+    pub start: String,
+    /// Checkpoints written and Parquet history sealed by this process (with `[history]`).
+    pub history: Option<HistoryStats>,
+}
+
+/// What keeping history and checkpoints cost a run.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryStats {
+    /// Checkpoints written.
+    pub checkpoints: u64,
+    /// Size of the last checkpoint, bytes.
+    pub checkpoint_bytes: u64,
+    /// Time spent writing checkpoints (snapshot, encode, fsync, rename), seconds.
+    pub checkpoint_seconds: f64,
+    /// Journal segments sealed into Parquet.
+    pub segments_sealed: u64,
+    /// Parquet rows written (all kinds).
+    pub parquet_rows: u64,
+    /// Parquet bytes written.
+    pub parquet_bytes: u64,
+    /// Time spent sealing (reading the segment, encoding, compressing, fsync), seconds.
+    pub seal_seconds: f64,
+}
+
+/// An output file (or stdout) and the bytes written to it.
+struct OutFile {
+    w: BufWriter<Box<dyn Write>>,
+    file: Option<File>,
+    len: u64,
+}
+
+impl OutFile {
+    fn stdout() -> Self {
+        OutFile {
+            w: BufWriter::new(Box::new(std::io::stdout())),
+            file: None,
+            len: 0,
+        }
+    }
+
+    /// Open `path` for writing from byte `keep` (everything after it is cut; 0: a new file).
+    fn open(path: &Path, keep: u64) -> Result<Self, RunError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| RunError::Io {
+                what: "cannot create directory",
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let io = |what| {
+            move |source| RunError::Io {
+                what,
+                path: path.display().to_string(),
+                source,
+            }
+        };
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(keep == 0)
+            .open(path)
+            .map_err(io("cannot create"))?;
+        if keep > 0 {
+            f.set_len(keep).map_err(io("cannot cut back"))?;
+            f.seek(SeekFrom::Start(keep))
+                .map_err(io("cannot cut back"))?;
+        }
+        let handle = f.try_clone().map_err(io("cannot open"))?;
+        Ok(OutFile {
+            w: BufWriter::with_capacity(1 << 16, Box::new(f)),
+            file: Some(handle),
+            len: keep,
+        })
+    }
+
+    fn line(&mut self, text: &str) -> std::io::Result<()> {
+        self.len += text.len() as u64 + 1;
+        self.w.write_all(text.as_bytes())?;
+        self.w.write_all(b"\n")
+    }
+
+    /// Flush and `fsync`; the length written.
+    fn commit(&mut self) -> std::io::Result<u64> {
+        self.w.flush()?;
+        if let Some(f) = &self.file {
+            f.sync_data()?;
+        }
+        Ok(self.len)
+    }
 }
 
 struct Outputs {
     zone: Zone,
-    warnings: Box<dyn Write>,
-    status: Option<BufWriter<File>>,
-    dead: Option<BufWriter<File>>,
+    warnings: OutFile,
+    status: Option<OutFile>,
+    dead: Option<OutFile>,
     console: Option<Box<dyn Write>>,
+    journal: Option<SharedJournal>,
     n_warnings: u64,
     n_status: u64,
     n_dead: u64,
@@ -87,8 +189,11 @@ impl Outputs {
 impl Sink for Outputs {
     fn warning(&mut self, w: Warning) {
         self.n_warnings += 1;
+        if let Some(j) = &self.journal {
+            j.borrow_mut().append(&Entry::Warning((&w).into()));
+        }
         let line = w.to_json(&self.zone).to_string();
-        let r = writeln!(self.warnings, "{line}");
+        let r = self.warnings.line(&line);
         self.keep(r);
         if let Some(c) = self.console.as_mut() {
             let level = match w.kind {
@@ -116,8 +221,11 @@ impl Sink for Outputs {
 
     fn status(&mut self, s: StatusEvent) {
         self.n_status += 1;
+        if let Some(j) = &self.journal {
+            j.borrow_mut().append(&Entry::Status((&s).into()));
+        }
         if let Some(f) = self.status.as_mut() {
-            let r = writeln!(f, "{}", s.to_json(&self.zone));
+            let r = f.line(&s.to_json(&self.zone).to_string());
             self.keep(r);
         }
     }
@@ -132,28 +240,36 @@ impl Sink for Outputs {
 impl ReplayOutput for Outputs {
     fn dead_letter(&mut self, d: DeadLetter) {
         self.n_dead += 1;
+        if let Some(j) = &self.journal {
+            let mut j = j.borrow_mut();
+            let now = (j.now)();
+            j.append(&Entry::Rejected(RejectedRow::new(&d, now)));
+        }
         if let Some(f) = self.dead.as_mut() {
-            let r = writeln!(f, "{}", d.to_json(&self.zone));
+            let r = f.line(&d.to_json(&self.zone).to_string());
             self.keep(r);
         }
     }
-}
 
-fn create(path: &Path) -> Result<BufWriter<File>, RunError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| RunError::Io {
-            what: "cannot create directory",
-            path: dir.display().to_string(),
-            source,
-        })?;
-    }
-    File::create(path)
-        .map(BufWriter::new)
-        .map_err(|source| RunError::Io {
-            what: "cannot create",
-            path: path.display().to_string(),
-            source,
+    fn commit(&mut self) -> std::io::Result<Committed> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        if let Some(c) = self.console.as_mut() {
+            c.flush()?;
+        }
+        let mut lens = vec![self.warnings.commit()?];
+        for f in [&mut self.status, &mut self.dead] {
+            lens.push(match f {
+                Some(f) => f.commit()?,
+                None => 0,
+            });
+        }
+        Ok(Committed {
+            lengths: lens,
+            counts: (self.n_warnings, self.n_status, self.n_dead),
         })
+    }
 }
 
 /// Open every source and check what can be checked before any output is written: the feed
@@ -173,6 +289,20 @@ fn open_sources(cfg: &RunConfig, plan: &Plan) -> Result<Vec<Box<dyn BufRead>>, R
                     cfg.rules.display()
                 ));
             }
+        }
+        if src.format == SourceFormat::History {
+            if cfg!(not(feature = "history")) {
+                problems.push(format!(
+                    "source {name}: this forewarn was built without the `history` feature"
+                ));
+            } else if !src.path.join("readings").is_dir() {
+                problems.push(format!(
+                    "source {name}: {} holds no history (no readings/ directory)",
+                    src.path.display()
+                ));
+            }
+            inputs.push(Box::new(BufReader::new(std::io::empty())));
+            continue;
         }
         if src.path.as_os_str() == "-" {
             inputs.push(Box::new(BufReader::new(std::io::stdin())));
@@ -241,8 +371,329 @@ fn open_sources(cfg: &RunConfig, plan: &Plan) -> Result<Vec<Box<dyn BufRead>>, R
     }
 }
 
+/// Replay one configured source (a file, stdin, or a Parquet history directory).
+fn replay_source(
+    target: &mut dyn ReplayTarget,
+    src: &crate::config::SourceConfig,
+    input: &mut dyn BufRead,
+    out: &mut dyn ReplayOutput,
+) -> std::io::Result<SourceStats> {
+    if src.format == SourceFormat::History {
+        #[cfg(feature = "history")]
+        return crate::history::replay_history(target, &src.path, out)
+            .map_err(std::io::Error::other);
+    }
+    replay(target, src, input, out, None)
+}
+
+/// Checkpoint kind tag of `forewarn run` checkpoints.
+const RUN_CHECKPOINT: u32 = 1;
+
+/// What a `forewarn run` checkpoint records: where every input and output stood, and the
+/// engine's state, at the end of one source line.
+#[derive(Debug, Serialize, Deserialize)]
+struct RunCheckpoint {
+    /// Rules, sources and engine settings it belongs to.
+    fingerprint: String,
+    /// Written after the last source ended and the engine finished.
+    finished: bool,
+    journal: JournalPosition,
+    next_seq: u64,
+    rows_in_segment: u64,
+    /// Index of the source being read, and its last line handled.
+    source: usize,
+    line: u64,
+    /// Statistics of sources before `source`, and of `source` up to `line`.
+    stats: Vec<(u64, u64, u64)>,
+    /// Lengths of the warning, status and dead-letter files.
+    outputs: Vec<u64>,
+    counts: (u64, u64, u64),
+    engine: Vec<u8>,
+}
+
+/// The engine during a run with `[history]`: journals every batch with its outcomes and
+/// takes checkpoints between lines.
+struct DurableTarget {
+    engine: Engine,
+    journal: SharedJournal,
+    data: DataDir,
+    cfg: HistoryConfig,
+    fingerprint: String,
+    /// Source being read and the name it is journaled under.
+    source: usize,
+    source_name: String,
+    /// Lines of the current source handled before the checkpoint resumed from.
+    skip: u64,
+    /// Statistics of finished sources (and, while resuming, of the resumed one before it).
+    done_stats: Vec<(u64, u64, u64)>,
+    base_stats: (u64, u64, u64),
+    since_checkpoint: u64,
+    last_checkpoint: Instant,
+    checkpoint_no: u64,
+    written: HistoryStats,
+    error: Option<String>,
+}
+
+impl DurableTarget {
+    fn journal_batch(&mut self, readings: &[Reading<'_>], outcomes: &[Outcome]) {
+        let plan = self.engine.plan();
+        let mut j = self.journal.borrow_mut();
+        let rows = readings
+            .iter()
+            .zip(outcomes)
+            .map(|(r, &o)| ReadingRow::new(r, &plan.feeds[r.feed].name, o))
+            .collect();
+        let entry = Entry::Batch(Batch {
+            seq: j.next_seq,
+            received_at: (j.now)(),
+            source: std::borrow::Cow::Borrowed(&self.source_name),
+            line: readings.first().map_or(0, |r| r.tag),
+            readings: rows,
+        });
+        j.append(&entry);
+        j.next_seq += readings.len() as u64;
+        j.rows_in_segment += readings.len() as u64;
+        self.since_checkpoint += readings.len() as u64;
+    }
+
+    fn stats_now(&self, current: &SourceStats) -> Vec<(u64, u64, u64)> {
+        let mut v = self.done_stats.clone();
+        v.push((
+            self.base_stats.0 + current.lines,
+            self.base_stats.1 + current.readings,
+            self.base_stats.2 + current.bad,
+        ));
+        v
+    }
+
+    /// Make everything durable and write a checkpoint at the end of `line`; seal the
+    /// journal segment into Parquet when it is full (or `finished`).
+    fn checkpoint(
+        &mut self,
+        line: u64,
+        stats: Vec<(u64, u64, u64)>,
+        committed: Committed,
+        finished: bool,
+    ) -> Result<(), String> {
+        let started = Instant::now();
+        let sealed = {
+            let mut j = self.journal.borrow_mut();
+            if let Some(e) = j.error.take() {
+                return Err(e.to_string());
+            }
+            let full =
+                j.rows_in_segment >= self.cfg.segment_rows || (finished && j.writer.entries() > 0);
+            if full {
+                let s = j.writer.roll().map_err(|e| e.to_string())?;
+                j.rows_in_segment = 0;
+                Some(s)
+            } else {
+                j.writer.sync().map_err(|e| e.to_string())?;
+                None
+            }
+        };
+        let (journal, next_seq, rows_in_segment) = {
+            let j = self.journal.borrow();
+            (
+                JournalPosition {
+                    segment: j.writer.segment(),
+                    offset: j.writer.offset(),
+                },
+                j.next_seq,
+                j.rows_in_segment,
+            )
+        };
+        let ckpt = RunCheckpoint {
+            fingerprint: self.fingerprint.clone(),
+            finished,
+            journal,
+            next_seq,
+            rows_in_segment,
+            source: self.source,
+            line,
+            stats,
+            outputs: committed.lengths,
+            counts: committed.counts,
+            engine: self.engine.snapshot(),
+        };
+        self.checkpoint_no += 1;
+        let bytes = write_checkpoint(
+            &self.data.checkpoints(),
+            self.checkpoint_no,
+            RUN_CHECKPOINT,
+            &ckpt,
+            2,
+        )
+        .map_err(|e| e.to_string())?;
+        let w = &mut self.written;
+        w.checkpoints += 1;
+        w.checkpoint_bytes = bytes;
+        w.checkpoint_seconds += started.elapsed().as_secs_f64();
+        self.since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+        if let Some(s) = sealed {
+            let t = Instant::now();
+            let r = seal(&self.data, s)?;
+            let w = &mut self.written;
+            w.seal_seconds += t.elapsed().as_secs_f64();
+            w.segments_sealed += 1;
+            w.parquet_rows += r.rows;
+            w.parquet_bytes += r.bytes;
+        }
+        Ok(())
+    }
+}
+
+impl ReplayTarget for DurableTarget {
+    fn plan(&self) -> &Plan {
+        self.engine.plan()
+    }
+    fn count_source_rejection(&mut self, reason: RejectReason) {
+        self.engine.count_source_rejection(reason)
+    }
+    fn push(&mut self, r: &Reading<'_>, out: &mut dyn Sink) {
+        let o: Outcome = self.engine.push(r, out).into();
+        self.journal_batch(std::slice::from_ref(r), &[o]);
+    }
+    fn push_batch(&mut self, readings: &[Reading<'_>], out: &mut dyn Sink) {
+        let results = self.engine.push_batch(readings, out);
+        let outcomes: Vec<Outcome> = results.into_iter().map(Outcome::from).collect();
+        self.journal_batch(readings, &outcomes);
+    }
+    fn set_wall_clock(&mut self, now: Millis, out: &mut dyn Sink) {
+        self.engine.set_wall_clock(now, out);
+        self.journal
+            .borrow_mut()
+            .append(&Entry::Clock { wall: now });
+    }
+    fn skip_through(&self) -> u64 {
+        self.skip
+    }
+    fn line_done(
+        &mut self,
+        line: u64,
+        stats: &SourceStats,
+        out: &mut dyn ReplayOutput,
+    ) -> std::io::Result<()> {
+        if line <= self.skip || self.error.is_some() {
+            return Ok(());
+        }
+        let due = self.since_checkpoint >= self.cfg.checkpoint_every
+            || (self.since_checkpoint > 0
+                && self.last_checkpoint.elapsed().as_millis() as i64
+                    >= self.cfg.checkpoint_interval);
+        if !due {
+            return Ok(());
+        }
+        let committed = out.commit()?;
+        let stats = self.stats_now(stats);
+        if let Err(e) = self.checkpoint(line, stats, committed, false) {
+            self.error = Some(e.clone());
+            return Err(std::io::Error::other(e));
+        }
+        Ok(())
+    }
+}
+
+/// The fingerprint of what a checkpoint belongs to: the rule set and everything about the
+/// sources and the engine that changes what a replay produces.
+fn fingerprint(cfg: &RunConfig, plan: &Plan) -> String {
+    let mut h = sha2::Sha256::new();
+    h.update(plan.ruleset_hash.as_bytes());
+    h.update(format!("{:?}", cfg.sources).as_bytes());
+    let e = &cfg.engine;
+    h.update(
+        format!(
+            "{:?} {} {:?} {} {} {}",
+            e.clock,
+            e.watermark_delay,
+            e.future_skew,
+            e.max_age,
+            e.delayed_after,
+            e.require_known_entities
+        )
+        .as_bytes(),
+    );
+    for src in &cfg.sources {
+        if let Ok(m) = std::fs::metadata(&src.path) {
+            h.update(m.len().to_le_bytes());
+        }
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// How a run with `[history]` starts: the checkpoint to resume from, if any, and a line
+/// saying what was decided.
+fn decide_start(data: &DataDir, fp: &str, fresh: bool) -> (Option<RunCheckpoint>, String) {
+    if fresh {
+        return (None, "fresh start (--fresh)".into());
+    }
+    let dir = data.checkpoints();
+    match read_latest::<RunCheckpoint>(&dir, RUN_CHECKPOINT) {
+        Ok(None) => (None, "fresh start".into()),
+        Ok(Some((_, c))) if c.finished && c.fingerprint == fp => (
+            None,
+            "fresh start (the previous run of this configuration finished)".into(),
+        ),
+        Ok(Some((_, c))) if c.fingerprint != fp => (
+            None,
+            "fresh start (rules, sources or engine settings changed since the last checkpoint)"
+                .into(),
+        ),
+        Ok(Some((n, c))) => {
+            let line = format!(
+                "resumed from checkpoint {n} (source {}, line {})",
+                c.source + 1,
+                c.line
+            );
+            (Some(c), line)
+        }
+        Err(e) => {
+            // The newest checkpoint is damaged: never run on it. Go back to the one before
+            // it if that one is sound, else rebuild from the input.
+            let older = crate::durable::checkpoint::list_checkpoints(&dir)
+                .ok()
+                .and_then(|ns| ns.len().checked_sub(2).map(|i| ns[i]))
+                .and_then(|n| {
+                    let p = dir.join(crate::durable::checkpoint::checkpoint_name(n));
+                    read_checkpoint::<RunCheckpoint>(&p, RUN_CHECKPOINT)
+                        .ok()
+                        .map(|c| (n, c))
+                });
+            match older {
+                Some((n, c)) if !c.finished && c.fingerprint == fp => {
+                    let line = format!(
+                        "{e}; resumed from the previous checkpoint {n} (source {}, line {}) instead",
+                        c.source + 1,
+                        c.line
+                    );
+                    (Some(c), line)
+                }
+                _ => (
+                    None,
+                    format!("{e}; rebuilding from the start of the input instead"),
+                ),
+            }
+        }
+    }
+}
+
+/// Options of a run beyond its configuration.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Ignore any checkpoint and start from the beginning.
+    pub fresh: bool,
+}
+
 /// Run the main job described by a configuration.
 pub fn run(cfg: &RunConfig) -> Result<Summary, RunError> {
+    run_with(cfg, RunOptions::default())
+}
+
+/// Run the main job with options. With `[history]`, a run interrupted (even by `kill -9`)
+/// resumes from its last checkpoint when started again: its outputs and history end up
+/// exactly as those of a run that was never interrupted.
+pub fn run_with(cfg: &RunConfig, opts: RunOptions) -> Result<Summary, RunError> {
     let compiled = load_rules(&cfg.rules, HashMap::new())?;
     let plan = compiled.plan;
     let rules = plan
@@ -256,50 +707,167 @@ pub fn run(cfg: &RunConfig) -> Result<Summary, RunError> {
         })
         .collect();
     let mut inputs = open_sources(cfg, &plan)?;
-    let mut engine = Engine::new(plan, cfg.engine.clone());
-    let warnings: Box<dyn Write> = match &cfg.output.warnings {
-        Some(p) => Box::new(create(p)?),
-        None => Box::new(BufWriter::new(std::io::stdout())),
+    let hist_err = |e: String| RunError::History(e);
+    let fp = fingerprint(cfg, &plan);
+    let (resume, start) = match &cfg.history {
+        Some(h) => decide_start(&DataDir::new(&h.dir), &fp, opts.fresh),
+        None => (None, String::new()),
     };
+    let keep = |i: usize| {
+        resume
+            .as_ref()
+            .map_or(0, |c| c.outputs.get(i).copied().unwrap_or(0))
+    };
+    let warnings = match &cfg.output.warnings {
+        Some(p) => OutFile::open(p, keep(0))?,
+        None => OutFile::stdout(),
+    };
+    let status = cfg
+        .output
+        .status
+        .as_deref()
+        .map(|p| OutFile::open(p, keep(1)))
+        .transpose()?;
+    let dead = cfg
+        .output
+        .dead_letter
+        .as_deref()
+        .map(|p| OutFile::open(p, keep(2)))
+        .transpose()?;
+    let counts = resume.as_ref().map_or((0, 0, 0), |c| c.counts);
     let mut out = Outputs {
         zone: cfg.display_zone,
         warnings,
-        status: cfg.output.status.as_deref().map(create).transpose()?,
-        dead: cfg.output.dead_letter.as_deref().map(create).transpose()?,
+        status,
+        dead,
         console: cfg
             .output
             .console
             .then(|| Box::new(BufWriter::new(std::io::stdout())) as Box<dyn Write>),
-        n_warnings: 0,
-        n_status: 0,
-        n_dead: 0,
+        journal: None,
+        n_warnings: counts.0,
+        n_status: counts.1,
+        n_dead: counts.2,
         error: None,
     };
     let started = Instant::now();
     let mut sources = Vec::new();
-    for (src, input) in cfg.sources.iter().zip(inputs.iter_mut()) {
-        let stats =
-            replay(&mut engine, src, input, &mut out, None).map_err(|source| RunError::Io {
-                what: "cannot read source",
-                path: src.path.display().to_string(),
+    let (engine, history) = match &cfg.history {
+        None => {
+            let mut engine = Engine::new(plan, cfg.engine.clone());
+            for (src, input) in cfg.sources.iter().zip(inputs.iter_mut()) {
+                let stats = replay_source(&mut engine, src, input, &mut out).map_err(|source| {
+                    RunError::Io {
+                        what: "cannot read source",
+                        path: src.path.display().to_string(),
+                        source,
+                    }
+                })?;
+                sources.push((src.name.clone(), stats));
+            }
+            engine.finish(&mut out);
+            (engine, None)
+        }
+        Some(h) => {
+            let data = DataDir::new(&h.dir);
+            let (engine, writer) = match &resume {
+                Some(c) => {
+                    let engine = Engine::restore(plan, cfg.engine.clone(), &c.engine)
+                        .map_err(|e| hist_err(e.to_string()))?;
+                    (engine, reopen_at(&data, c.journal).map_err(hist_err)?)
+                }
+                None => {
+                    data.clear().map_err(|e| {
+                        hist_err(format!("cannot clear {}: {e}", data.root().display()))
+                    })?;
+                    let w = JournalWriter::open(&data.journal(), 0, 0)
+                        .map_err(|e| hist_err(e.to_string()))?;
+                    (Engine::new(plan, cfg.engine.clone()), w)
+                }
+            };
+            let journal = Rc::new(RefCell::new(Journal {
+                writer,
+                next_seq: resume.as_ref().map_or(0, |c| c.next_seq),
+                rows_in_segment: resume.as_ref().map_or(0, |c| c.rows_in_segment),
+                error: None,
+                now: cfg.engine.now,
+            }));
+            out.journal = Some(Rc::clone(&journal));
+            let checkpoint_no = crate::durable::checkpoint::list_checkpoints(&data.checkpoints())
+                .ok()
+                .and_then(|v| v.last().copied())
+                .unwrap_or(0);
+            let mut target = DurableTarget {
+                engine,
+                journal,
+                data,
+                cfg: h.clone(),
+                fingerprint: fp.clone(),
+                source: 0,
+                source_name: String::new(),
+                skip: 0,
+                done_stats: Vec::new(),
+                base_stats: (0, 0, 0),
+                since_checkpoint: 0,
+                last_checkpoint: Instant::now(),
+                checkpoint_no,
+                written: HistoryStats::default(),
+                error: None,
+            };
+            let stat = |t: (u64, u64, u64)| SourceStats {
+                lines: t.0,
+                readings: t.1,
+                bad: t.2,
+            };
+            for (i, (src, input)) in cfg.sources.iter().zip(inputs.iter_mut()).enumerate() {
+                target.source = i;
+                target.source_name.clone_from(&src.name);
+                target.skip = 0;
+                target.base_stats = (0, 0, 0);
+                if let Some(c) = &resume {
+                    if i < c.source {
+                        let st = c.stats.get(i).copied().unwrap_or_default();
+                        target.done_stats.push(st);
+                        sources.push((src.name.clone(), stat(st)));
+                        continue;
+                    }
+                    if i == c.source {
+                        target.skip = c.line;
+                        target.base_stats = c.stats.get(i).copied().unwrap_or_default();
+                    }
+                }
+                let stats =
+                    replay(&mut target, src, input, &mut out, None).map_err(
+                        |source| match target.error.take() {
+                            Some(e) => hist_err(e),
+                            None => RunError::Io {
+                                what: "cannot read source",
+                                path: src.path.display().to_string(),
+                                source,
+                            },
+                        },
+                    )?;
+                let b = target.base_stats;
+                let total = (b.0 + stats.lines, b.1 + stats.readings, b.2 + stats.bad);
+                target.done_stats.push(total);
+                sources.push((src.name.clone(), stat(total)));
+            }
+            target.source = cfg.sources.len();
+            target.engine.finish(&mut out);
+            let committed = out.commit().map_err(|source| RunError::Io {
+                what: "cannot write output",
+                path: "(outputs)".into(),
                 source,
             })?;
-        sources.push((src.name.clone(), stats));
-    }
-    engine.finish(&mut out);
+            let stats = target.done_stats.clone();
+            target
+                .checkpoint(0, stats, committed, true)
+                .map_err(hist_err)?;
+            (target.engine, Some(target.written))
+        }
+    };
     let seconds = started.elapsed().as_secs_f64();
-    for w in [
-        Some(&mut out.warnings as &mut dyn Write),
-        out.console.as_mut().map(|c| c as &mut dyn Write),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let _ = w.flush();
-    }
-    let flush_status = out.status.as_mut().map(|f| f.flush()).transpose();
-    let flush_dead = out.dead.as_mut().map(|f| f.flush()).transpose();
-    if let Some(e) = out.error.take().or(flush_status.err()).or(flush_dead.err()) {
+    if let Err(e) = out.commit() {
         return Err(RunError::Io {
             what: "cannot write output",
             path: "(outputs)".into(),
@@ -316,6 +884,8 @@ pub fn run(cfg: &RunConfig) -> Result<Summary, RunError> {
         dead_letters: out.n_dead,
         seconds,
         zone: cfg.display_zone,
+        start,
+        history,
     })
 }
 
@@ -326,6 +896,9 @@ impl fmt::Display for Summary {
             f,
             "── forewarn run summary ──────────────────────────────────────"
         )?;
+        if !self.start.is_empty() {
+            writeln!(f, "{}", self.start)?;
+        }
         for (name, s) in &self.sources {
             writeln!(
                 f,
@@ -396,6 +969,19 @@ impl fmt::Display for Summary {
         } else {
             0.0
         };
+        if let Some(h) = &self.history {
+            writeln!(
+                f,
+                "history: {} checkpoints ({:.0} KiB each, {:.3} s in all), {} segments sealed into Parquet ({} rows, {:.0} KiB, {:.3} s)",
+                h.checkpoints,
+                h.checkpoint_bytes as f64 / 1024.0,
+                h.checkpoint_seconds,
+                h.segments_sealed,
+                h.parquet_rows,
+                h.parquet_bytes as f64 / 1024.0,
+                h.seal_seconds
+            )?;
+        }
         writeln!(
             f,
             "wall time {:.3} s, {:.0} readings/s, {} evaluations",

@@ -121,6 +121,20 @@ pub fn read_line_bounded(
 pub trait ReplayOutput: Sink {
     /// A rejected input.
     fn dead_letter(&mut self, d: DeadLetter);
+    /// Make everything written so far durable (flush and `fsync` output files); returns
+    /// where the outputs stand, for a checkpoint to cut them back to on recovery.
+    fn commit(&mut self) -> std::io::Result<Committed> {
+        Ok(Committed::default())
+    }
+}
+
+/// Where a replay's outputs stand after [`ReplayOutput::commit`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// Length of each output file, in the output's own order.
+    pub lengths: Vec<u64>,
+    /// Records written: warnings, data-status events, dead letters.
+    pub counts: (u64, u64, u64),
 }
 
 /// Finds the feed of a reading from its entity and the feed it names, if any; on failure the
@@ -178,6 +192,21 @@ pub trait ReplayTarget {
     fn push_batch(&mut self, readings: &[Reading<'_>], out: &mut dyn Sink);
     /// Move the wall clock (`@clock` rows).
     fn set_wall_clock(&mut self, now: Millis, out: &mut dyn Sink);
+    /// Lines up to and including this one (data lines; a header is always read) are read
+    /// but not handed over: they were handled before the checkpoint being resumed from.
+    fn skip_through(&self) -> u64 {
+        0
+    }
+    /// Line `line` (and everything before it) has been handled completely: a point where a
+    /// checkpoint may be taken.
+    fn line_done(
+        &mut self,
+        _line: u64,
+        _stats: &SourceStats,
+        _out: &mut dyn ReplayOutput,
+    ) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl ReplayTarget for Engine {
@@ -214,6 +243,10 @@ pub fn replay(
         SourceFormat::CsvWide => replay_wide(engine, src, input, out),
         SourceFormat::Csv => replay_lines(engine, src, input, out, feed_of, Kind::Csv),
         SourceFormat::Jsonl => replay_lines(engine, src, input, out, feed_of, Kind::Jsonl),
+        SourceFormat::History => Err(std::io::Error::other(format!(
+            "source {}: a history source is replayed by `forewarn run` only",
+            src.name
+        ))),
     }
 }
 
@@ -332,12 +365,17 @@ fn replay_wide(
     let entity_cols: Vec<usize> = (0..header.len())
         .filter(|&i| i != time_col && !src.skip_columns.contains(&header[i]))
         .collect();
+    let skip = engine.skip_through();
     loop {
+        engine.line_done(line_no, &stats, out)?;
         raw.clear();
         let Some(len) = read_line_bounded(input, &mut raw, src.max_line_bytes)? else {
             break;
         };
         line_no += 1;
+        if line_no <= skip {
+            continue;
+        }
         stats.lines += 1;
         if len > src.max_line_bytes {
             reject_line(engine, &mut stats, out, too_large(src, line_no, len, &raw));
@@ -565,13 +603,26 @@ fn replay_lines(
     }
     let mut line_no = 0u64;
     let mut decoded: Vec<Decoded> = Vec::new();
+    let skip = engine.skip_through();
     loop {
+        if line_no > 0 {
+            engine.line_done(line_no, &stats, out)?;
+        }
         raw.clear();
         let Some(len) = read_line_bounded(input, &mut raw, src.max_line_bytes)? else {
             break;
         };
         line_no += 1;
+        // Resuming: lines already handled are passed over, except that a CSV header not yet
+        // read is still read (it may lie within them).
+        let skipping = line_no <= skip;
+        if skipping && (kind != Kind::Csv || columns.is_some()) {
+            continue;
+        }
         if len > src.max_line_bytes {
+            if skipping {
+                continue;
+            }
             stats.lines += 1;
             reject_line(engine, &mut stats, out, too_large(src, line_no, len, &raw));
             continue;
@@ -582,6 +633,7 @@ fn replay_lines(
         }
         let text = match std::str::from_utf8(trimmed) {
             Ok(t) => t,
+            Err(_) if skipping => continue,
             Err(_) => {
                 stats.lines += 1;
                 reject_line(

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use forewarn_engine::cases::{discover, run_case, CaseError};
 use forewarn_engine::config::RunConfig;
 use forewarn_engine::loader::{load_rules, LoadError};
-use forewarn_engine::run::run;
+use forewarn_engine::run::{run_with, RunOptions};
 
 /// forewarn: an early-warning engine for floods, rainstorms and sensor networks.
 #[derive(Debug, Parser)]
@@ -28,6 +28,17 @@ enum Format {
     Json,
 }
 
+/// Output format of `forewarn query`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum QueryFormat {
+    /// An aligned text table.
+    Table,
+    /// CSV with a header row.
+    Csv,
+    /// A JSON array of row objects.
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Replay the configured sources through the rules; write warnings, status events and
@@ -42,6 +53,10 @@ enum Command {
         /// Do not print warnings on the console.
         #[arg(long)]
         quiet: bool,
+        /// Start from the beginning even if a checkpoint of an interrupted run exists
+        /// (with `[history]`; otherwise an interrupted run resumes where it stopped).
+        #[arg(long)]
+        fresh: bool,
     },
     /// Check a rule file and its tables; print every diagnostic. Exits 1 on errors.
     Check {
@@ -64,6 +79,26 @@ enum Command {
         /// The daemon configuration file (see docs/daemon.md).
         #[arg(long, short, default_value = "config/serve.toml")]
         config: PathBuf,
+    },
+    /// Run SQL over the Parquet history: tables readings, rejected, warnings, status
+    /// (docs/history.md). Needs the `sql` feature. Exits 1 when the query fails.
+    Query {
+        /// The history directory [default: the config's `[history] dir`, else out/history].
+        #[arg(long)]
+        history: Option<PathBuf>,
+        /// A configuration file whose `[history] dir` and `[engine] display-zone` are the
+        /// defaults.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: QueryFormat,
+        /// Show timestamps in this zone (IANA name or offset such as +08:00) [default: the
+        /// config's display-zone, else UTC].
+        #[arg(long)]
+        zone: Option<String>,
+        /// The SQL query.
+        sql: String,
     },
     /// Run data-driven rule cases (directories with case.toml); exits 1 if any fails.
     Test {
@@ -105,6 +140,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             warnings,
             quiet,
+            fresh,
         } => {
             drop(out);
             let mut cfg = RunConfig::load(&config)?;
@@ -114,7 +150,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             if quiet || cfg.output.warnings.is_none() {
                 cfg.output.console = false;
             }
-            match run(&cfg) {
+            match run_with(&cfg, RunOptions { fresh }) {
                 Ok(summary) => {
                     // stderr may be closed (`… 2>&1 | head`): never panic over the summary
                     let _ = write!(std::io::stderr(), "{summary}");
@@ -198,6 +234,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             forewarn_engine::daemon::serve(cfg)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Query {
+            history,
+            config,
+            format,
+            zone,
+            sql,
+        } => query_command(&mut out, history, config, format, zone, &sql),
         Command::Test { dirs } => {
             let mut failed = 0;
             let mut total = 0;
@@ -241,4 +284,84 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// The `[history] dir` (resolved against the file's directory) and `[engine] display-zone`
+/// of a configuration file, read leniently: `query` needs nothing else from it.
+#[cfg(feature = "sql")]
+fn query_defaults(config: &std::path::Path) -> anyhow::Result<(Option<PathBuf>, Option<String>)> {
+    let text = std::fs::read_to_string(config)
+        .with_context(|| format!("cannot read config {}", config.display()))?;
+    let v: toml::Value =
+        toml::from_str(&text).with_context(|| format!("invalid config {}", config.display()))?;
+    let base = config.parent().unwrap_or(std::path::Path::new("."));
+    let dir = v
+        .get("history")
+        .and_then(|h| h.get("dir"))
+        .and_then(|d| d.as_str())
+        .map(|d| base.join(d));
+    let zone = v
+        .get("engine")
+        .and_then(|e| e.get("display-zone"))
+        .and_then(|z| z.as_str())
+        .map(str::to_string);
+    Ok((dir, zone))
+}
+
+/// `forewarn query`: SQL over the Parquet history; exit code 1 when the query fails.
+#[cfg(feature = "sql")]
+fn query_command(
+    out: &mut dyn Write,
+    history: Option<PathBuf>,
+    config: Option<PathBuf>,
+    format: QueryFormat,
+    zone: Option<String>,
+    sql: &str,
+) -> anyhow::Result<ExitCode> {
+    use forewarn_engine::history::query::{query, OutputFormat};
+    let (config_dir, config_zone) = match &config {
+        Some(c) => query_defaults(c)?,
+        None => (None, None),
+    };
+    let dir = history
+        .or(config_dir)
+        .unwrap_or_else(|| PathBuf::from("out/history"));
+    let zone: forewarn_engine::time::Zone = match zone.or(config_zone) {
+        Some(z) => z.parse()?,
+        None => Default::default(),
+    };
+    let format = match format {
+        QueryFormat::Table => OutputFormat::Table,
+        QueryFormat::Csv => OutputFormat::Csv,
+        QueryFormat::Json => OutputFormat::Json,
+    };
+    match query(&dir, sql, format, &zone) {
+        Ok(text) => {
+            out.write_all(text.as_bytes())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// `forewarn query` in a build without the `sql` feature: say how to get it.
+#[cfg(not(feature = "sql"))]
+fn query_command(
+    _out: &mut dyn Write,
+    _history: Option<PathBuf>,
+    _config: Option<PathBuf>,
+    _format: QueryFormat,
+    _zone: Option<String>,
+    _sql: &str,
+) -> anyhow::Result<ExitCode> {
+    eprintln!(
+        "error: `forewarn query` needs the `sql` feature (DataFusion), and this forewarn was \
+         built without it. Run it with:\n  cargo run --release -p forewarn-engine --features sql \
+         -- query [--history DIR] [--config FILE] [--format table|csv|json] [--zone ZONE] \"<SQL>\"\n\
+         or install it with: cargo install --path engine --features sql"
+    );
+    Ok(ExitCode::from(2))
 }
