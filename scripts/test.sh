@@ -20,6 +20,13 @@ if ! { command -v mosquitto || [ -x /usr/sbin/mosquitto ]; } >/dev/null 2>&1 \
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mosquitto mosquitto-clients openssl >/dev/null
 fi
 
+# The history tests read the Parquet files with pyarrow too: install it when missing.
+# Nothing is skipped without it: the test fails loudly.
+if ! python3 -c 'import pyarrow' >/dev/null 2>&1; then
+    echo "== installing pyarrow (pip)"
+    python3 -m pip install --quiet pyarrow
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
