@@ -4,8 +4,8 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
 use std::rc::Rc;
 use std::time::Instant;
@@ -15,6 +15,7 @@ use sha2::Digest;
 
 use crate::config::{HistoryConfig, RunConfig, SourceFormat};
 use crate::durable::checkpoint::{read_checkpoint, read_latest, write_checkpoint};
+use crate::durable::outfile::{Open, OutFile};
 use crate::durable::store::{reopen_at, seal, DataDir, Journal, JournalPosition, SharedJournal};
 use crate::durable::{Batch, Entry, JournalWriter, Outcome, ReadingRow, RejectedRow};
 use crate::engine::{ActiveWarning, Counters, Engine, Reading};
@@ -96,73 +97,6 @@ pub struct HistoryStats {
     pub parquet_bytes: u64,
     /// Time spent sealing (reading the segment, encoding, compressing, fsync), seconds.
     pub seal_seconds: f64,
-}
-
-/// An output file (or stdout) and the bytes written to it.
-struct OutFile {
-    w: BufWriter<Box<dyn Write>>,
-    file: Option<File>,
-    len: u64,
-}
-
-impl OutFile {
-    fn stdout() -> Self {
-        OutFile {
-            w: BufWriter::new(Box::new(std::io::stdout())),
-            file: None,
-            len: 0,
-        }
-    }
-
-    /// Open `path` for writing from byte `keep` (everything after it is cut; 0: a new file).
-    fn open(path: &Path, keep: u64) -> Result<Self, RunError> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| RunError::Io {
-                what: "cannot create directory",
-                path: dir.display().to_string(),
-                source,
-            })?;
-        }
-        let io = |what| {
-            move |source| RunError::Io {
-                what,
-                path: path.display().to_string(),
-                source,
-            }
-        };
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(keep == 0)
-            .open(path)
-            .map_err(io("cannot create"))?;
-        if keep > 0 {
-            f.set_len(keep).map_err(io("cannot cut back"))?;
-            f.seek(SeekFrom::Start(keep))
-                .map_err(io("cannot cut back"))?;
-        }
-        let handle = f.try_clone().map_err(io("cannot open"))?;
-        Ok(OutFile {
-            w: BufWriter::with_capacity(1 << 16, Box::new(f)),
-            file: Some(handle),
-            len: keep,
-        })
-    }
-
-    fn line(&mut self, text: &str) -> std::io::Result<()> {
-        self.len += text.len() as u64 + 1;
-        self.w.write_all(text.as_bytes())?;
-        self.w.write_all(b"\n")
-    }
-
-    /// Flush and `fsync`; the length written.
-    fn commit(&mut self) -> std::io::Result<u64> {
-        self.w.flush()?;
-        if let Some(f) = &self.file {
-            f.sync_data()?;
-        }
-        Ok(self.len)
-    }
 }
 
 struct Outputs {
@@ -718,21 +652,32 @@ pub fn run_with(cfg: &RunConfig, opts: RunOptions) -> Result<Summary, RunError> 
             .as_ref()
             .map_or(0, |c| c.outputs.get(i).copied().unwrap_or(0))
     };
+    let open = |p: &Path, i: usize| {
+        let how = match keep(i) {
+            0 => Open::Truncate,
+            n => Open::CutTo(n),
+        };
+        OutFile::open(p, how).map_err(|source| RunError::Io {
+            what: "cannot open output",
+            path: p.display().to_string(),
+            source,
+        })
+    };
     let warnings = match &cfg.output.warnings {
-        Some(p) => OutFile::open(p, keep(0))?,
+        Some(p) => open(p, 0)?,
         None => OutFile::stdout(),
     };
     let status = cfg
         .output
         .status
         .as_deref()
-        .map(|p| OutFile::open(p, keep(1)))
+        .map(|p| open(p, 1))
         .transpose()?;
     let dead = cfg
         .output
         .dead_letter
         .as_deref()
-        .map(|p| OutFile::open(p, keep(2)))
+        .map(|p| open(p, 2))
         .transpose()?;
     let counts = resume.as_ref().map_or((0, 0, 0), |c| c.counts);
     let mut out = Outputs {

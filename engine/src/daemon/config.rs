@@ -32,6 +32,7 @@ struct RawServe {
     sources: Vec<RawSource>,
     #[serde(default)]
     output: RawServeOutput,
+    history: Option<crate::config::RawHistory>,
 }
 
 /// `[engine]`: the fields of `forewarn run`'s `[engine]` plus the daemon's own.
@@ -322,6 +323,9 @@ pub struct ServeConfig {
     pub http: Option<SocketAddr>,
     /// Outputs.
     pub output: ServeOutput,
+    /// History and durable state (`[history]`): the MQTT intake is journaled before it is
+    /// acknowledged, shards are checkpointed, and a restart resumes exactly (docs/durability.md).
+    pub history: Option<crate::config::HistoryConfig>,
 }
 
 fn dur(problems: &mut Vec<String>, key: &str, v: &Option<String>, default: Duration) -> Duration {
@@ -550,6 +554,21 @@ impl ServeConfig {
                 queue: w.queue.unwrap_or(1000).max(1),
             })
             .collect();
+        let history = raw.history.as_ref().map(|h| h.resolve(&rel, &mut problems));
+        if history.is_some() {
+            if mqtt.is_none() || raw.subscriptions.is_empty() {
+                problems.push(
+                    "[history] journals the MQTT intake: it needs [mqtt] and a [[subscription]]"
+                        .into(),
+                );
+            }
+            if !raw.sources.is_empty() {
+                problems.push(
+                    "[history] with [[source]] files is not supported by serve (replay files with `forewarn run`)"
+                        .into(),
+                );
+            }
+        }
         if !problems.is_empty() {
             return Err(ConfigError::Invalid {
                 path: path.to_path_buf(),
@@ -557,6 +576,7 @@ impl ServeConfig {
             });
         }
         Ok(ServeConfig {
+            history,
             rules: rel(&raw.rules),
             engine,
             display_zone,

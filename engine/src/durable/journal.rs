@@ -151,6 +151,15 @@ impl JournalWriter {
 
     /// Append one entry (buffered).
     pub fn append(&mut self, e: &Entry<'_>) -> Result<(), JournalError> {
+        self.append_record(e)
+    }
+
+    /// Append one record of any serializable type (buffered); journals other than the
+    /// history journal (the daemon's input log) use their own record types.
+    pub fn append_record<T: serde::Serialize + ?Sized>(
+        &mut self,
+        e: &T,
+    ) -> Result<(), JournalError> {
         self.buf.clear();
         self.buf.extend_from_slice(&[0u8; 8]);
         let buf = std::mem::take(&mut self.buf);
@@ -226,7 +235,17 @@ pub fn scan_segment<'a>(
     path: &Path,
     bytes: &'a [u8],
     from: u64,
-    mut f: impl FnMut(u64, Entry<'a>) -> Result<(), JournalError>,
+    f: impl FnMut(u64, Entry<'a>) -> Result<(), JournalError>,
+) -> Result<SegmentEnd, JournalError> {
+    scan_records(path, bytes, from, f)
+}
+
+/// [`scan_segment`] for records of any type.
+pub fn scan_records<'a, T: serde::Deserialize<'a>>(
+    path: &Path,
+    bytes: &'a [u8],
+    from: u64,
+    mut f: impl FnMut(u64, T) -> Result<(), JournalError>,
 ) -> Result<SegmentEnd, JournalError> {
     if bytes.len() < HEADER_LEN as usize {
         // A segment created but never written past its header (or empty): no entries.
@@ -264,7 +283,7 @@ pub fn scan_segment<'a>(
         if len > MAX_RECORD || end > bytes.len() || crc32fast::hash(&bytes[start..end]) != crc {
             break;
         }
-        let Ok(entry) = postcard::from_bytes::<Entry<'a>>(&bytes[start..end]) else {
+        let Ok(entry) = postcard::from_bytes::<T>(&bytes[start..end]) else {
             break;
         };
         f(end as u64, entry)?;

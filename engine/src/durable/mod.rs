@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod entry;
 pub mod journal;
+pub mod outfile;
 pub mod store;
 
 pub use entry::{Batch, Entry, Outcome, ReadingRow, RejectedRow, StatusRow, WarningRow};
