@@ -24,7 +24,9 @@ use crate::record::{
 use crate::time::Zone;
 use crate::window::{min_opt, FeedTiming, InsertOutcome, SampleBuffer, WindowValue};
 
+mod reload;
 mod snapshot;
+pub use reload::{ClearReason, ReloadClear, ReloadError, ReloadReport, Warmup};
 pub use snapshot::SnapshotError;
 
 /// Interned entity id: an index into the engine's dense per-entity state.
@@ -528,30 +530,8 @@ impl Engine {
             return id;
         }
         let id = self.entities.len() as EntityId;
+        let (table_rows, groups) = self.place_entity(name, id);
         let plan = &self.plan;
-        let table_rows = plan
-            .tables
-            .iter()
-            .map(|t| t.rows.get(name).copied())
-            .collect();
-        let mut groups = Vec::with_capacity(self.groups.len());
-        for g in &mut self.groups {
-            let t = &plan.tables[g.table];
-            let key = match t.cell(name, g.column) {
-                Some(Cell::Text(s)) => Some(s.clone()),
-                Some(Cell::Num(x)) => Some(x.to_string()),
-                None => None,
-            };
-            groups.push(key.map(|k| {
-                let n = g.by_value.len();
-                let idx = *g.by_value.entry(k).or_insert(n);
-                if idx == g.members.len() {
-                    g.members.push(Vec::new());
-                }
-                g.members[idx].push(id);
-                idx
-            }));
-        }
         let rules = plan
             .rules
             .iter()
