@@ -571,6 +571,17 @@ fn table_csv_and_json_output() {
     ]);
     assert_eq!(serde_json::from_str::<Json>(&json).unwrap(), want);
     assert_eq!(json.lines().count(), 4, "one row per line: {json}");
+    // keys in column order
+    let line = json.lines().nth(1).unwrap();
+    let at = |k: &str| line.find(&format!("\"{k}\":")).unwrap();
+    assert!(
+        at("seq") < at("entity") && at("entity") < at("ts"),
+        "{line}"
+    );
+    assert!(
+        at("ts") < at("value") && at("value") < at("outcome"),
+        "{line}"
+    );
 
     let table = query(&history, SAMPLE, OutputFormat::Table, &utc()).unwrap();
     let lines: Vec<&str> = table.lines().collect();
@@ -669,6 +680,15 @@ fn warning_values_are_maps() {
              "values": {"sum_3h": 7.5, "max_1h": 1.25}},
         ])
     );
+    // map entries keep their order
+    let text = query(
+        &history,
+        "SELECT \"values\" AS v FROM warnings WHERE seq = 4",
+        OutputFormat::Json,
+        &utc(),
+    )
+    .unwrap();
+    assert_eq!(text, "[\n{\"v\":{\"sum_3h\":7.5,\"max_1h\":1.25}}\n]\n");
     // unquoted as the first item; a missing key is null
     let rows = json_rows(
         &history,

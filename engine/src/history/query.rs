@@ -29,7 +29,7 @@ use datafusion::datasource::listing::ListingOptions;
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::{SQLOptions, SessionContext};
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 
 use super::{history_files, HistoryError, Kind};
 use crate::time::Zone;
@@ -262,25 +262,65 @@ fn to_json(batches: &[RecordBatch], zone: &Zone) -> Result<String, QueryError> {
     for b in batches {
         let names: Vec<&String> = b.schema_ref().fields().iter().map(|f| f.name()).collect();
         for row in 0..b.num_rows() {
-            let mut obj = Map::new();
+            let mut obj = Vec::with_capacity(names.len());
             for (name, c) in names.iter().zip(b.columns()) {
-                obj.insert((*name).clone(), json_value(c.as_ref(), row, zone)?);
+                obj.push(((*name).clone(), json_value(c.as_ref(), row, zone)?));
             }
             s.push_str(if first { "\n" } else { ",\n" });
             first = false;
-            s.push_str(&Json::Object(obj).to_string());
+            Cell::Object(obj).write(&mut s);
         }
     }
     s.push_str(if first { "]\n" } else { "\n]\n" });
     Ok(s)
 }
 
+/// A JSON value whose objects keep their keys in column (or map entry) order.
+enum Cell {
+    /// A scalar.
+    Plain(Json),
+    /// An object, keys in order.
+    Object(Vec<(String, Cell)>),
+    /// An array.
+    Array(Vec<Cell>),
+}
+
+impl Cell {
+    fn write(&self, out: &mut String) {
+        match self {
+            Cell::Plain(j) => out.push_str(&j.to_string()),
+            Cell::Object(fields) => {
+                out.push('{');
+                for (k, (name, v)) in fields.iter().enumerate() {
+                    if k > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Json::String(name.clone()).to_string());
+                    out.push(':');
+                    v.write(out);
+                }
+                out.push('}');
+            }
+            Cell::Array(items) => {
+                out.push('[');
+                for (k, v) in items.iter().enumerate() {
+                    if k > 0 {
+                        out.push(',');
+                    }
+                    v.write(out);
+                }
+                out.push(']');
+            }
+        }
+    }
+}
+
 /// One cell as JSON: numbers, strings, booleans and null as such; timestamps with a zone as
-/// RFC 3339 in `zone`; maps and structs as objects, lists as arrays; anything else as its
-/// display text.
-fn json_value(a: &dyn Array, i: usize, zone: &Zone) -> Result<Json, ArrowError> {
+/// RFC 3339 in `zone`; maps and structs as objects (keys in order), lists as arrays; anything
+/// else as its display text.
+fn json_value(a: &dyn Array, i: usize, zone: &Zone) -> Result<Cell, ArrowError> {
     if a.is_null(i) {
-        return Ok(Json::Null);
+        return Ok(Cell::Plain(Json::Null));
     }
     fn num<T>(a: &dyn Array, i: usize) -> Json
     where
@@ -292,7 +332,7 @@ fn json_value(a: &dyn Array, i: usize, zone: &Zone) -> Result<Json, ArrowError> 
     fn float(x: f64) -> Json {
         serde_json::Number::from_f64(x).map_or(Json::Null, Json::Number)
     }
-    Ok(match a.data_type() {
+    let plain = match a.data_type() {
         DataType::Boolean => Json::Bool(a.as_boolean().value(i)),
         DataType::Int8 => num::<Int8Type>(a, i),
         DataType::Int16 => num::<Int16Type>(a, i),
@@ -321,39 +361,43 @@ fn json_value(a: &dyn Array, i: usize, zone: &Zone) -> Result<Json, ArrowError> 
             text.parse::<f64>().map_or(Json::String(text), float)
         }
         DataType::Map(..) => {
-            let m = a.as_map();
-            let entries = m.value(i);
+            let entries = a.as_map().value(i);
             let (keys, values) = (entries.column(0), entries.column(1));
-            let mut obj = Map::new();
+            let mut obj = Vec::with_capacity(entries.len());
             for k in 0..entries.len() {
                 let key = match json_value(keys.as_ref(), k, zone)? {
-                    Json::String(s) => s,
-                    other => other.to_string(),
+                    Cell::Plain(Json::String(s)) => s,
+                    other => {
+                        let mut s = String::new();
+                        other.write(&mut s);
+                        s
+                    }
                 };
-                obj.insert(key, json_value(values.as_ref(), k, zone)?);
+                obj.push((key, json_value(values.as_ref(), k, zone)?));
             }
-            Json::Object(obj)
+            return Ok(Cell::Object(obj));
         }
         DataType::Struct(fields) => {
             let s = a.as_struct();
-            let mut obj = Map::new();
+            let mut obj = Vec::with_capacity(fields.len());
             for (f, c) in fields.iter().zip(s.columns()) {
-                obj.insert(f.name().clone(), json_value(c.as_ref(), i, zone)?);
+                obj.push((f.name().clone(), json_value(c.as_ref(), i, zone)?));
             }
-            Json::Object(obj)
+            return Ok(Cell::Object(obj));
         }
-        DataType::List(_) => list(a.as_list::<i32>().value(i).as_ref(), zone)?,
-        DataType::LargeList(_) => list(a.as_list::<i64>().value(i).as_ref(), zone)?,
-        DataType::FixedSizeList(..) => list(a.as_fixed_size_list().value(i).as_ref(), zone)?,
+        DataType::List(_) => return list(a.as_list::<i32>().value(i).as_ref(), zone),
+        DataType::LargeList(_) => return list(a.as_list::<i64>().value(i).as_ref(), zone),
+        DataType::FixedSizeList(..) => return list(a.as_fixed_size_list().value(i).as_ref(), zone),
         _ => Json::String(display(a, i)?),
-    })
+    };
+    Ok(Cell::Plain(plain))
 }
 
-fn list(values: &dyn Array, zone: &Zone) -> Result<Json, ArrowError> {
+fn list(values: &dyn Array, zone: &Zone) -> Result<Cell, ArrowError> {
     (0..values.len())
         .map(|k| json_value(values, k, zone))
         .collect::<Result<Vec<_>, _>>()
-        .map(Json::Array)
+        .map(Cell::Array)
 }
 
 fn display(a: &dyn Array, i: usize) -> Result<String, ArrowError> {
