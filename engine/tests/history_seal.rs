@@ -353,3 +353,30 @@ fn a_large_segment_makes_one_large_row_group_per_file() {
         assert_eq!(got[i]["line"], json!(k as u64 + 2));
     }
 }
+
+#[test]
+fn a_temporary_file_left_by_a_crash_is_invisible_and_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seg = write_segment(&tmp.path().join("journal"), SEGMENT, &entries());
+    let hist = tmp.path().join("history");
+    let day = hist.join("readings/date=2017-08-26");
+    std::fs::create_dir_all(&day).unwrap();
+    // a crash while writing: half a file under the temporary name
+    let leftover = day.join(".part-0000000000000007.parquet.tmp");
+    std::fs::write(&leftover, b"PAR1 half a file").unwrap();
+    let files =
+        forewarn_engine::history::history_files(&hist, forewarn_engine::history::Kind::Readings)
+            .unwrap();
+    assert!(files.is_empty(), "{files:?}");
+    assert_eq!(
+        forewarn_engine::history::read_history_batches(&hist)
+            .unwrap()
+            .count(),
+        0
+    );
+    // sealing (again) writes the file and consumes the temporary name
+    seal_segment(&hist, &seg, SEGMENT).unwrap();
+    assert!(!leftover.exists());
+    let (_, rows) = read(&day.join("part-0000000000000007.parquet"));
+    assert_eq!(rows, expected()[&("readings", "2017-08-26")]);
+}
