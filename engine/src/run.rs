@@ -16,7 +16,9 @@ use sha2::Digest;
 use crate::config::{HistoryConfig, RunConfig, SourceFormat};
 use crate::durable::checkpoint::{read_checkpoint, read_latest, write_checkpoint};
 use crate::durable::outfile::{Open, OutFile};
-use crate::durable::store::{reopen_at, seal, DataDir, Journal, JournalPosition, SharedJournal};
+use crate::durable::store::{
+    prune_journal, reopen_at, seal, DataDir, Journal, JournalPosition, SharedJournal,
+};
 use crate::durable::{Batch, Entry, JournalWriter, Outcome, ReadingRow, RejectedRow};
 use crate::engine::{ActiveWarning, Counters, Engine, Reading};
 use crate::loader::{load_rules, LoadError};
@@ -364,6 +366,8 @@ struct DurableTarget {
     since_checkpoint: u64,
     last_checkpoint: Instant,
     checkpoint_no: u64,
+    /// Journal segment of the previous checkpoint (older segments can go).
+    prev_segment: Option<u64>,
     written: HistoryStats,
     error: Option<String>,
 }
@@ -415,8 +419,8 @@ impl DurableTarget {
             if let Some(e) = j.error.take() {
                 return Err(e.to_string());
             }
-            let full =
-                j.rows_in_segment >= self.cfg.segment_rows || (finished && j.writer.entries() > 0);
+            let full = j.rows_in_segment >= self.cfg.segment_rows
+                || (finished && j.writer.offset() > crate::durable::journal::HEADER_LEN);
             if full {
                 let s = j.writer.roll().map_err(|e| e.to_string())?;
                 j.rows_in_segment = 0;
@@ -465,6 +469,11 @@ impl DurableTarget {
         w.checkpoint_seconds += started.elapsed().as_secs_f64();
         self.since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
+        // journal segments older than both kept checkpoints are no longer needed
+        if let Some(prev) = self.prev_segment {
+            prune_journal(&self.data, prev)?;
+        }
+        self.prev_segment = Some(journal.segment);
         if let Some(s) = sealed {
             let t = Instant::now();
             let r = seal(&self.data, s)?;
@@ -756,6 +765,7 @@ pub fn run_with(cfg: &RunConfig, opts: RunOptions) -> Result<Summary, RunError> 
                 since_checkpoint: 0,
                 last_checkpoint: Instant::now(),
                 checkpoint_no,
+                prev_segment: resume.as_ref().map(|c| c.journal.segment),
                 written: HistoryStats::default(),
                 error: None,
             };

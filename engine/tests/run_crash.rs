@@ -18,6 +18,11 @@ fn root() -> PathBuf {
 /// A Harvey configuration writing into `dir`, with frequent checkpoints and small journal
 /// segments so that kills land around checkpoints, seals and segment rolls.
 fn config(dir: &Path) -> PathBuf {
+    config_with(dir, 40_000)
+}
+
+/// [`config`] with journal segments of `segment_rows` readings.
+fn config_with(dir: &Path, segment_rows: u64) -> PathBuf {
     let root = root();
     let text = format!(
         r#"
@@ -42,7 +47,7 @@ dead-letter = "out/dead-letter.jsonl"
 dir = "history"
 checkpoint-every = 3000
 checkpoint-interval = "1h"
-segment-rows = 40000
+segment-rows = {segment_rows}
 "#,
         rules = root.join("config/harvey.rules").display(),
         data = root
@@ -315,48 +320,63 @@ fn killed_at_random_points_the_run_ends_as_if_never_interrupted() {
 #[test]
 fn a_damaged_checkpoint_is_reported_and_never_trusted() {
     let (_ref_dir, reference, took) = reference();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path());
-    let ckpts = dir.path().join("history/_checkpoints");
-    let newest = |n: usize| -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(&ckpts)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "bin"))
-            .collect();
-        v.sort();
-        v.into_iter().rev().take(n).collect()
-    };
-    let kill_after = |ms: u64| {
-        let mut child = forewarn(&cfg).spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(ms));
-        assert!(child.try_wait().unwrap().is_none(), "finished too early");
-        child.kill().unwrap();
-        child.wait().unwrap();
-    };
     let part = took.as_millis() as u64 / 3;
 
-    // 1. The newest checkpoint flipped: reported, the previous one is used.
-    kill_after(part);
-    let files = newest(2);
-    assert_eq!(files.len(), 2, "two checkpoints are kept");
-    let mut bytes = std::fs::read(&files[0]).unwrap();
+    // 1. The newest checkpoint is damaged, and it is one that sealed a journal segment into
+    //    Parquet: the previous checkpoint lies inside that segment. (Segments of 6,000
+    //    readings, a checkpoint every 3,000: even-numbered checkpoints seal.)
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_with(dir.path(), 6000);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        assert!(tries < 20, "never stopped right after a sealing checkpoint");
+        let mut child = forewarn(&cfg).spawn().unwrap();
+        let start = newest_checkpoint(dir.path());
+        let deadline = Instant::now() + took * 3;
+        // wait for a sealing checkpoint and for its segment's Parquet files
+        let sealed = |n: u64| {
+            let seg = format!("part-{:016}.parquet", n / 2 - 1);
+            std::fs::read_dir(dir.path().join("history/readings"))
+                .map(|days| {
+                    days.filter_map(Result::ok)
+                        .any(|d| d.path().join(&seg).exists())
+                })
+                .unwrap_or(false)
+        };
+        loop {
+            let n = newest_checkpoint(dir.path());
+            if n > start && n >= 2 && n % 2 == 0 && sealed(n) {
+                // the readings file is the first of the seal: let it finish
+                std::thread::sleep(Duration::from_millis(15));
+                break;
+            }
+            if Instant::now() > deadline {
+                break;
+            }
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let _ = child.kill();
+        child.wait().unwrap();
+        let n = newest_checkpoint(dir.path());
+        if n >= 2 && n % 2 == 0 {
+            break;
+        }
+    }
+    let newest = dir.path().join(format!(
+        "history/_checkpoints/ckpt-{:016}.bin",
+        newest_checkpoint(dir.path())
+    ));
+    let mut bytes = std::fs::read(&newest).unwrap();
     let i = bytes.len() / 2;
     bytes[i] ^= 0x10;
-    std::fs::write(&files[0], &bytes).unwrap();
-    kill_after(part / 2);
-    // (that start reported it; check on a start that runs to the end)
-    let files = newest(2);
-    let len = std::fs::metadata(&files[0]).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&files[0])
-        .unwrap()
-        .set_len(len / 3)
-        .unwrap();
+    std::fs::write(&newest, &bytes).unwrap();
     let summary = run_to_end(&cfg);
     assert!(
-        summary.contains("is unusable: truncated")
+        summary.contains("is unusable: checksum mismatch")
             && summary.contains("resumed from the previous checkpoint"),
         "{summary}"
     );
@@ -366,7 +386,7 @@ fn a_damaged_checkpoint_is_reported_and_never_trusted() {
         "after a damaged checkpoint",
     );
 
-    // 2. Both checkpoints damaged: rebuilt from the start of the input.
+    // 2. Both checkpoints damaged (one truncated, one overwritten): rebuilt from the start.
     let dir2 = tempfile::tempdir().unwrap();
     let cfg2 = config(dir2.path());
     let mut child = forewarn(&cfg2).spawn().unwrap();
@@ -374,13 +394,23 @@ fn a_damaged_checkpoint_is_reported_and_never_trusted() {
     child.kill().unwrap();
     child.wait().unwrap();
     let ck2 = dir2.path().join("history/_checkpoints");
-    for e in std::fs::read_dir(&ck2).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::write(&p, b"FWCKPT\0\0garbage").unwrap();
-    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&ck2)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "two checkpoints are kept");
+    let len = std::fs::metadata(&files[1]).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&files[1])
+        .unwrap()
+        .set_len(len / 3)
+        .unwrap();
+    std::fs::write(&files[0], b"FWCKPT\0\0garbage").unwrap();
     let summary = run_to_end(&cfg2);
     assert!(
-        summary.contains("is unusable") && summary.contains("rebuilding from the start"),
+        summary.contains("is unusable: truncated") && summary.contains("rebuilding from the start"),
         "{summary}"
     );
     assert_same(

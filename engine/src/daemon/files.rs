@@ -12,7 +12,7 @@ use crossbeam_channel::Sender;
 use forewarn_rules::ir::{Millis, Plan};
 
 use super::shard::{Origin, Router, ShardMsg};
-use super::sink::SinkMsg;
+use super::sink::{SinkMsg, SinkTx};
 use super::Shared;
 use crate::config::SourceConfig;
 use crate::engine::{Reading, Value};
@@ -68,7 +68,14 @@ impl ReplayTarget for RouterTarget {
         });
         if self
             .router
-            .route(decoded, origin, Instant::now(), self.stream_time)
+            .route(
+                decoded,
+                origin,
+                Instant::now(),
+                super::now_ms(),
+                0,
+                self.stream_time,
+            )
             .is_err()
         {
             self.closed = true;
@@ -84,7 +91,7 @@ impl ReplayTarget for RouterTarget {
 
 /// Dead letters of undecodable lines go to the sink; everything else is produced by shards.
 struct FileOut {
-    sink: Sender<SinkMsg>,
+    sink: SinkTx,
 }
 
 impl Sink for FileOut {
@@ -127,7 +134,7 @@ pub(crate) fn start(
     src: SourceConfig,
     plan: Arc<Plan>,
     shards: Vec<Sender<ShardMsg>>,
-    sink: Sender<SinkMsg>,
+    sink: SinkTx,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {

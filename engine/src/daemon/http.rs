@@ -295,6 +295,23 @@ pub(crate) fn render_metrics(s: &Shared) -> String {
     );
     counter(
         &mut o,
+        "forewarn_mqtt_redeliveries_total",
+        "Redeliveries of messages already in the input log, acknowledged without evaluating them again.",
+        ld(&s.redeliveries),
+    );
+    counter(
+        &mut o,
+        "forewarn_checkpoints_total",
+        "Checkpoints written ([history]).",
+        ld(&s.checkpoints),
+    );
+    let _ = writeln!(
+        o,
+        "# HELP forewarn_checkpoint_bytes Size of the last checkpoint.\n# TYPE forewarn_checkpoint_bytes gauge\nforewarn_checkpoint_bytes {}",
+        ld(&s.checkpoint_bytes)
+    );
+    counter(
+        &mut o,
         "forewarn_mqtt_published_total",
         "Messages published by the MQTT sink.",
         ld(&s.mqtt_published),

@@ -12,7 +12,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use crossbeam_channel::Sender;
 use forewarn_rules::ir::{FeedId, Millis, Plan};
 use rumqttc::{
     Client, Connection, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, RecvTimeoutError,
@@ -21,8 +20,10 @@ use rumqttc::{
 use serde_json::Value as Json;
 
 use super::config::{MqttConfig, PayloadFormat, ServeConfig, Subscription};
+use super::durable::{Barrier, InputLog, IntakeState, OwnedInput};
+use super::shard::ShardMsg;
 use super::shard::{Origin, Router};
-use super::sink::{SinkMsg, MAX_DEAD_RAW};
+use super::sink::{SinkMsg, SinkTx, MAX_DEAD_RAW};
 use super::{now_ms, sleep_unless, Shared};
 use crate::record::RejectReason;
 use crate::source::{decode_json_payload, DeadLetter, Decoded, DecodedValue, JsonContext};
@@ -191,18 +192,42 @@ fn run_output(
 }
 
 /// Start the intake thread.
+/// A durable intake's input log, the records to replay before going live, and the state
+/// the checkpoint recorded.
+#[derive(Debug)]
+pub(crate) struct DurableIntake {
+    pub(crate) log: InputLog,
+    pub(crate) replay: Vec<OwnedInput>,
+    pub(crate) state: IntakeState,
+}
+
 pub(crate) fn start(
     m: &MqttConfig,
     cfg: &ServeConfig,
-    router: Router,
-    sink: Sender<SinkMsg>,
+    mut router: Router,
+    sink: SinkTx,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
+    durable: Option<DurableIntake>,
 ) -> anyhow::Result<JoinHandle<()>> {
     let mut o = mqtt_options(m, &m.client_id)?;
     o.set_manual_acks(true);
     let (client, conn) = Client::new(o, 4096);
+    let (log, replay, state) = match durable {
+        Some(d) => {
+            router.set_sent_time(&d.state.sent_time);
+            (Some(d.log), d.replay, d.state)
+        }
+        None => (None, Vec::new(), IntakeState::default()),
+    };
     let intake = Intake {
+        log,
+        replay,
+        pending: Vec::new(),
+        pending_since: None,
+        readings: state.readings,
+        wall: cfg.engine.clock == crate::engine::ClockMode::Wall,
+        log_errors: super::RateLog::new("input log", Duration::from_secs(30)),
         client,
         subs: cfg.subscriptions.clone(),
         max_payload: cfg.max_payload_bytes,
@@ -213,8 +238,8 @@ pub(crate) fn start(
         min: m.reconnect_min,
         max: m.reconnect_max,
         broker: format!("{}:{}", m.host, m.port),
-        seq: 0,
-        stream_time: None,
+        seq: state.seq,
+        stream_time: state.stream_time,
     };
     std::thread::Builder::new()
         .name("fw-intake".into())
@@ -223,11 +248,22 @@ pub(crate) fn start(
 }
 
 struct Intake {
+    /// The input log (`[history]`): messages are journaled, and acknowledged once durable.
+    log: Option<InputLog>,
+    /// Input-log records after the checkpoint, replayed before going live.
+    replay: Vec<OwnedInput>,
+    /// Messages journaled but not yet acknowledged (waiting for the log's fsync).
+    pending: Vec<rumqttc::Publish>,
+    pending_since: Option<Instant>,
+    /// Readings routed so far (the next reading's arrival number).
+    readings: u64,
+    wall: bool,
+    log_errors: super::RateLog,
     client: Client,
     subs: Vec<Subscription>,
     max_payload: usize,
     router: Router,
-    sink: Sender<SinkMsg>,
+    sink: SinkTx,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
     min: Duration,
@@ -242,11 +278,26 @@ impl Intake {
         let mut backoff = self.min;
         let mut subscribed = false;
         let mut errors = super::RateLog::new("mqtt intake connection", Duration::from_secs(30));
+        if self.replay_log().is_err() {
+            return; // the shards are gone
+        }
+        let mut last_tick = Instant::now();
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 break;
             }
-            match conn.recv_timeout(Duration::from_millis(500)) {
+            if self.log.is_some() && last_tick.elapsed() >= Duration::from_millis(250) {
+                last_tick = Instant::now();
+                if self.tick(now_ms()).is_err() {
+                    break;
+                }
+            }
+            let wait = match (&self.log, self.pending_since) {
+                (Some(_), Some(_)) => Duration::from_millis(2),
+                (Some(_), None) => Duration::from_millis(250),
+                (None, _) => Duration::from_millis(500),
+            };
+            match conn.recv_timeout(wait) {
                 Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
                     let n = self.shared.intake_connects.fetch_add(1, Ordering::Relaxed);
                     self.shared.intake_connected.store(true, Ordering::Relaxed);
@@ -271,7 +322,13 @@ impl Intake {
                     }
                 }
                 Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
-                    if self.handle(&p.topic, &p.payload).is_err() {
+                    if self.log.is_some() {
+                        if self.durable_publish(p).is_err() {
+                            break; // the shards are gone: shutting down
+                        }
+                        continue;
+                    }
+                    if self.handle(&p.topic, &p.payload, now_ms()).is_err() {
                         break; // the shards are gone: shutting down
                     }
                     if p.qos != QoS::AtMostOnce && self.client.try_ack(&p).is_err() {
@@ -293,9 +350,22 @@ impl Intake {
                     }
                     backoff = (backoff * 2).min(self.max);
                 }
-                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Timeout) => self.commit(),
                 Err(RecvTimeoutError::Disconnected) => break,
             }
+            if self
+                .pending_since
+                .is_some_and(|t| t.elapsed() >= Duration::from_millis(2))
+                || self.pending.len() >= 256
+            {
+                self.commit();
+            }
+        }
+        // Make what was journaled durable and acknowledge it; a last checkpoint makes the
+        // next start quick.
+        if self.log.is_some() {
+            self.commit();
+            let _ = self.barrier(true);
         }
         // Leave the session to the broker: it queues what is published until we are back.
         if self.shared.intake_connected.load(Ordering::Relaxed) {
@@ -316,8 +386,158 @@ impl Intake {
         self.sink.send(SinkMsg::Dead(d)).map_err(|_| ())
     }
 
-    /// Decode one message and route its readings; bad input is dead-lettered.
-    fn handle(&mut self, topic: &str, payload: &[u8]) -> Result<(), ()> {
+    /// [`Intake::dead`] for a message that yields no reading.
+    fn dead_count(&self, d: DeadLetter) -> Result<usize, ()> {
+        self.dead(d).map(|()| 0)
+    }
+
+    /// Replay the input log's records after the checkpoint (before going live).
+    fn replay_log(&mut self) -> Result<(), ()> {
+        let records = std::mem::take(&mut self.replay);
+        if records.is_empty() {
+            return Ok(());
+        }
+        let n = records.len();
+        for r in records {
+            match r {
+                OwnedInput::Message {
+                    received_at,
+                    topic,
+                    payload,
+                } => {
+                    let readings = self.handle(&topic, &payload, received_at)?;
+                    if let Some(log) = self.log.as_mut() {
+                        log.since_barrier += readings as u64;
+                    }
+                }
+                OwnedInput::Tick(now) => {
+                    self.router
+                        .broadcast(|| ShardMsg::Tick(now))
+                        .map_err(|_| ())?;
+                }
+            }
+        }
+        eprintln!("forewarn serve: replayed {n} journaled input records after the checkpoint");
+        Ok(())
+    }
+
+    /// Journal a message, evaluate it, and hold its ack until the journal is durable; a
+    /// redelivery of a journaled message is acknowledged without evaluating it again.
+    fn durable_publish(&mut self, p: rumqttc::Publish) -> Result<(), ()> {
+        let Some(log) = self.log.as_mut() else {
+            return Ok(());
+        };
+        if log.is_redelivery(p.dup, p.pkid, &p.topic, &p.payload) {
+            self.shared.redeliveries.fetch_add(1, Ordering::Relaxed);
+            self.ack_later(p);
+            return Ok(());
+        }
+        let received_at = now_ms();
+        let journaled = log.message(self.seq + 1, received_at, p.pkid, &p.topic, &p.payload);
+        if let Err(e) = &journaled {
+            self.log_errors.log(format_args!(
+                "cannot journal a message (it stays unacknowledged): {e:#}"
+            ));
+        }
+        let readings = self.handle(&p.topic, &p.payload, received_at)?;
+        if journaled.is_ok() {
+            if let Some(log) = self.log.as_mut() {
+                log.since_barrier += readings as u64;
+            }
+            self.ack_later(p);
+        }
+        if self.log.as_ref().is_some_and(InputLog::barrier_due) {
+            self.commit();
+            self.barrier(false)?;
+        }
+        Ok(())
+    }
+
+    fn ack_later(&mut self, p: rumqttc::Publish) {
+        if p.qos == QoS::AtMostOnce {
+            return;
+        }
+        self.pending.push(p);
+        self.pending_since.get_or_insert_with(Instant::now);
+    }
+
+    /// Make the journal durable, then acknowledge what it holds (group commit).
+    fn commit(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        if let Some(log) = self.log.as_mut() {
+            if let Err(e) = log.sync() {
+                self.log_errors.log(format_args!(
+                    "cannot sync the input log (acks withheld): {e:#}"
+                ));
+                return;
+            }
+        }
+        for p in self.pending.drain(..) {
+            if self.client.try_ack(&p).is_err() {
+                self.shared.ack_failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.pending_since = None;
+    }
+
+    /// Send a checkpoint barrier through every shard (`last`: before a graceful stop).
+    fn barrier(&mut self, last: bool) -> Result<(), ()> {
+        let Some(log) = self.log.as_mut() else {
+            return Ok(());
+        };
+        let input = match log.barrier_position() {
+            Ok(p) => p,
+            Err(e) => {
+                self.log_errors.log(format_args!(
+                    "cannot sync the input log for a checkpoint: {e:#}"
+                ));
+                return Ok(());
+            }
+        };
+        let b = Arc::new(Barrier {
+            n: log.checkpoint_no,
+            input,
+            intake: IntakeState {
+                seq: self.seq,
+                readings: self.readings,
+                stream_time: self.stream_time,
+                sent_time: self.router.sent_time().to_vec(),
+            },
+            last,
+        });
+        self.router
+            .broadcast(|| ShardMsg::Barrier(Arc::clone(&b)))
+            .map_err(|_| ())?;
+        // the intake's own marker: its dead letters after this point wait for the checkpoint
+        self.sink
+            .send(SinkMsg::Barrier {
+                barrier: b,
+                shard: self.router.shards(),
+                snapshot: Vec::new(),
+            })
+            .map_err(|_| ())
+    }
+
+    /// The wall clock moved: journaled (wall clock only) and sent to every shard.
+    fn tick(&mut self, now: Millis) -> Result<(), ()> {
+        if self.wall {
+            if let Some(log) = self.log.as_mut() {
+                if let Err(e) = log.tick(now) {
+                    self.log_errors
+                        .log(format_args!("cannot journal a tick: {e:#}"));
+                }
+            }
+        }
+        self.router
+            .broadcast(|| ShardMsg::Tick(now))
+            .map_err(|_| ())
+    }
+
+    /// Decode one message and route its readings; bad input is dead-lettered. Returns the
+    /// number of readings routed.
+    fn handle(&mut self, topic: &str, payload: &[u8], received_at: Millis) -> Result<usize, ()> {
         let received = Instant::now();
         self.seq += 1;
         let seq = self.seq;
@@ -338,7 +558,7 @@ impl Intake {
         };
         if payload.len() > self.max_payload {
             let keep = &payload[..payload.len().min(MAX_DEAD_RAW)];
-            return self.dead(letter(
+            return self.dead_count(letter(
                 RejectReason::TooLarge,
                 format!(
                     "payload of {} bytes is over max-payload-bytes = {} (first {} bytes kept)",
@@ -354,7 +574,7 @@ impl Intake {
             .iter()
             .find_map(|s| s.topic.matches(topic).map(|(e, f)| (s, e, f)))
         else {
-            return self.dead(letter(
+            return self.dead_count(letter(
                 RejectReason::UnknownTopic,
                 format!("no subscription template matches topic {topic:?}"),
                 payload,
@@ -373,7 +593,7 @@ impl Intake {
         let text = match std::str::from_utf8(payload) {
             Ok(t) => t,
             Err(_) => {
-                return self.dead(fill(letter(
+                return self.dead_count(fill(letter(
                     RejectReason::Malformed,
                     "payload is not UTF-8 text".into(),
                     payload,
@@ -406,7 +626,7 @@ impl Intake {
                     entity: t_entity,
                     default_feed: t_feed.or(fixed),
                     plan: &plan,
-                    now: now_ms(),
+                    now: received_at,
                 };
                 decode_senml(text, payload, &cx, &mut decoded, &mut dead);
             }
@@ -415,7 +635,7 @@ impl Intake {
             self.dead(fill(d))?;
         }
         if decoded.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let newest = self.shared.plausible_newest(decoded.iter().map(|d| d.ts));
         self.stream_time = self.stream_time.max(newest);
@@ -424,9 +644,20 @@ impl Intake {
             seq,
             payload: payload.to_vec(),
         });
+        let n = decoded.len();
+        let first_seq = self.readings;
+        self.readings += n as u64;
         self.router
-            .route(decoded, origin, received, self.stream_time)
-            .map_err(|_| ())
+            .route(
+                decoded,
+                origin,
+                received,
+                received_at,
+                first_seq,
+                self.stream_time,
+            )
+            .map_err(|_| ())?;
+        Ok(n)
     }
 }
 

@@ -17,6 +17,7 @@
 //! Webhooks are the exception by design: their queues drop (and count) rather than block.
 
 pub mod config;
+mod durable;
 mod files;
 mod http;
 mod intake;
@@ -99,6 +100,11 @@ pub(crate) struct Shared {
     pub(crate) republish: AtomicBool,
     /// Publishes refused because their topic is not a valid MQTT topic name.
     pub(crate) bad_topics: AtomicU64,
+    /// Checkpoints written, and the size of the last one (`[history]`).
+    pub(crate) checkpoints: AtomicU64,
+    pub(crate) checkpoint_bytes: AtomicU64,
+    /// Redeliveries of journaled messages acknowledged without evaluating them again.
+    pub(crate) redeliveries: AtomicU64,
 }
 
 impl std::fmt::Debug for Shared {
@@ -152,6 +158,9 @@ impl Shared {
             output_down_since: AtomicU64::new(0),
             republish: AtomicBool::new(false),
             bad_topics: AtomicU64::new(0),
+            checkpoints: AtomicU64::new(0),
+            checkpoint_bytes: AtomicU64::new(0),
+            redeliveries: AtomicU64::new(0),
         }
     }
 
@@ -287,12 +296,45 @@ impl Daemon {
         let stop = Arc::new(AtomicBool::new(false));
 
         // sink (and the output MQTT connection, webhooks)
-        let (sink_tx, sink_rx) = crossbeam_channel::bounded::<sink::SinkMsg>(cfg.queue);
+        let (sink_tx, sink_rx) = crossbeam_channel::bounded::<(usize, sink::SinkMsg)>(cfg.queue);
+        let sink_tx = sink::SinkTx::new(sink_tx);
         {
             let rx = sink_rx.clone();
             lock(&shared.queues).push(("sink".into(), Box::new(move || rx.len())));
         }
-        let sink = sink::Sink::open(&cfg, Arc::clone(&shared))?;
+        // `[history]`: the state to start from (checkpoint, or fresh), the history journal,
+        // the output files' lengths and the input log to replay.
+        let recovered = match &cfg.history {
+            Some(h) => {
+                let r = durable::recover(h, &plan, &cfg)?;
+                eprintln!("forewarn serve: {}", r.start);
+                Some((h.clone(), r))
+            }
+            None => None,
+        };
+        let (mut engines, sink_history, cut, durable_intake) = match recovered {
+            Some((h, r)) => {
+                let data = crate::durable::store::DataDir::new(&h.dir);
+                let (log, replay) = durable::InputLog::open(&data, &h, r.input, r.checkpoint_no)?;
+                let sink_history = durable::SinkHistory::new(
+                    r.history,
+                    data,
+                    h,
+                    durable::fingerprint(&plan, &cfg),
+                    r.rows_in_segment,
+                    shards_n,
+                );
+                let intake = intake::DurableIntake {
+                    log,
+                    replay,
+                    state: r.intake,
+                };
+                (r.engines, Some(sink_history), r.outputs, Some(intake))
+            }
+            None => (Vec::new(), None, None, None),
+        };
+        let durable_mode = sink_history.is_some();
+        let sink = sink::Sink::open(&cfg, Arc::clone(&shared), sink_history, cut)?;
         let drain_sink = Arc::new(AtomicBool::new(false));
         let drain = Arc::clone(&drain_sink);
         let sink_handle = std::thread::Builder::new()
@@ -310,8 +352,13 @@ impl Daemon {
                 let rx = rx.clone();
                 lock(&shared.queues).push((format!("shard{i}"), Box::new(move || rx.len())));
             }
-            let engine = Engine::new(Arc::clone(&plan), cfg.engine.clone());
-            let worker = shard::Shard::new(i, engine, sink_tx.clone(), Arc::clone(&shared));
+            let engine = if engines.is_empty() {
+                Engine::new(Arc::clone(&plan), cfg.engine.clone())
+            } else {
+                engines.remove(0)
+            };
+            let worker = shard::Shard::new(i, engine, sink_tx.source(i), Arc::clone(&shared))
+                .with_journal(durable_mode);
             let drain = Arc::clone(&drain_shards);
             shards.push(
                 std::thread::Builder::new()
@@ -330,14 +377,16 @@ impl Daemon {
                 src.clone(),
                 Arc::clone(&plan),
                 shard_tx.clone(),
-                sink_tx.clone(),
+                sink_tx.source(shards_n + 1),
                 Arc::clone(&shared),
                 Arc::clone(&stop),
             )?;
         }
 
         // wall-clock ticker: time-driven evaluation without new data, and snapshots
-        let ticker = {
+        // With `[history]` the intake sends the ticks (and journals them): one sequence of
+        // inputs, replayable in order.
+        let ticker = (!durable_mode).then(|| {
             let stop = Arc::clone(&stop);
             let txs = shard_tx;
             std::thread::Builder::new()
@@ -354,8 +403,9 @@ impl Daemon {
                         break;
                     }
                 })
-                .context("spawn ticker thread")?
-        };
+                .context("spawn ticker thread")
+        });
+        let ticker = ticker.transpose()?;
 
         // intake
         let intake = match &cfg.mqtt {
@@ -363,9 +413,10 @@ impl Daemon {
                 m,
                 &cfg,
                 router,
-                sink_tx.clone(),
+                sink_tx.source(shards_n),
                 Arc::clone(&shared),
                 Arc::clone(&stop),
+                durable_intake,
             )?),
             None => None,
         };
@@ -379,7 +430,7 @@ impl Daemon {
             shared,
             stop,
             intake,
-            ticker: Some(ticker),
+            ticker,
             shards,
             drain_shards,
             sink: Some(sink_handle),

@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendError, Sender};
 use forewarn_rules::ir::{Cell, Millis, Plan};
 
-use super::sink::SinkMsg;
+use super::durable::Barrier;
+use super::sink::{SinkMsg, SinkTx};
 use super::{lock, ShardSnapshot, Shared};
+use crate::durable::Outcome;
 use crate::engine::{ClockMode, Engine};
 use crate::record::{Output, Rejection};
 use crate::source::{DeadLetter, Decoded};
@@ -37,11 +39,17 @@ pub(crate) enum ShardMsg {
         stream_time: Millis,
         received: Instant,
         origin: Arc<Origin>,
+        /// Arrival number of the first reading (the rest follow in order).
+        first_seq: u64,
+        /// Wall-clock time of receipt, UTC ms.
+        received_at: Millis,
     },
     /// The stream's newest event time moved on (the message had nothing for this shard).
     StreamTime(Millis),
     /// The wall clock (UTC ms); also the cue to publish snapshots.
     Tick(Millis),
+    /// A checkpoint barrier: snapshot the engine and pass it on to the sink.
+    Barrier(Arc<Barrier>),
 }
 
 /// How entities map to shards.
@@ -112,11 +120,16 @@ impl Router {
     }
 
     /// Route one message's readings; every shard learns the stream's newest event time.
+    /// `first_seq` is the arrival number of the message's first reading: each shard's part
+    /// gets consecutive numbers from it, parts in shard order.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn route(
         &mut self,
         readings: Vec<Decoded>,
         origin: Arc<Origin>,
         received: Instant,
+        received_at: Millis,
+        first_seq: u64,
         stream_time: Option<Millis>,
     ) -> Result<(), SendError<ShardMsg>> {
         if self.senders.len() == 1 {
@@ -126,6 +139,8 @@ impl Router {
                     stream_time: stream_time.unwrap_or(Millis::MIN),
                     received,
                     origin,
+                    first_seq,
+                    received_at,
                 })?;
                 self.sent_time[0] = stream_time;
             }
@@ -135,15 +150,20 @@ impl Router {
             let s = self.shard_of(&d.entity);
             self.parts[s].push(d);
         }
+        let mut next_seq = first_seq;
         for s in 0..self.senders.len() {
             let part = std::mem::take(&mut self.parts[s]);
             if !part.is_empty() {
+                let n = part.len() as u64;
                 self.senders[s].send(ShardMsg::Readings {
                     readings: part,
                     stream_time: stream_time.unwrap_or(Millis::MIN),
                     received,
                     origin: Arc::clone(&origin),
+                    first_seq: next_seq,
+                    received_at,
                 })?;
+                next_seq += n;
                 self.sent_time[s] = stream_time;
             } else if let Some(t) = stream_time {
                 if self.sent_time[s].is_none_or(|p| p < t) {
@@ -154,31 +174,60 @@ impl Router {
         }
         Ok(())
     }
+
+    /// Send the same message to every shard (ticks, barriers).
+    pub(crate) fn broadcast(&self, msg: impl Fn() -> ShardMsg) -> Result<(), SendError<ShardMsg>> {
+        for tx in &self.senders {
+            tx.send(msg())?;
+        }
+        Ok(())
+    }
+
+    /// The number of shards.
+    pub(crate) fn shards(&self) -> usize {
+        self.senders.len()
+    }
+
+    /// Per shard, the stream time last sent (checkpointed with the intake).
+    pub(crate) fn sent_time(&self) -> &[Option<Millis>] {
+        &self.sent_time
+    }
+
+    /// Restore [`Router::sent_time`] from a checkpoint.
+    pub(crate) fn set_sent_time(&mut self, t: &[Option<Millis>]) {
+        if t.len() == self.sent_time.len() {
+            self.sent_time.copy_from_slice(t);
+        }
+    }
 }
 
 /// One evaluator thread.
 pub(crate) struct Shard {
     index: usize,
     engine: Engine,
-    sink: Sender<SinkMsg>,
+    sink: SinkTx,
     shared: Arc<Shared>,
     out: Vec<Output>,
+    /// Send each batch's readings and outcomes to the sink (for the history).
+    journal: bool,
 }
 
 impl Shard {
-    pub(crate) fn new(
-        index: usize,
-        engine: Engine,
-        sink: Sender<SinkMsg>,
-        shared: Arc<Shared>,
-    ) -> Shard {
+    pub(crate) fn new(index: usize, engine: Engine, sink: SinkTx, shared: Arc<Shared>) -> Shard {
         Shard {
             index,
             engine,
             sink,
             shared,
             out: Vec::new(),
+            journal: false,
         }
+    }
+
+    /// Send readings and outcomes to the sink for the history journal.
+    pub(crate) fn with_journal(mut self, on: bool) -> Shard {
+        self.journal = on;
+        self
     }
 
     /// Evaluate until every sender is gone and the queue is drained.
@@ -200,26 +249,51 @@ impl Shard {
             };
             let mut context: Option<(Instant, Arc<Origin>)> = None;
             let mut tick = false;
+            let mut batch = None;
             match msg {
                 ShardMsg::Readings {
                     readings,
                     stream_time,
                     received,
                     origin,
+                    first_seq,
+                    received_at,
                 } => {
                     let rs: Vec<_> = readings.iter().map(|d| d.reading(origin.seq)).collect();
-                    match rs.as_slice() {
-                        [one] => {
-                            let _ = self.engine.push(one, &mut self.out);
-                        }
-                        many => {
-                            self.engine.push_batch(many, &mut self.out);
-                        }
-                    }
+                    let outcomes: Vec<Outcome> = match rs.as_slice() {
+                        [one] => vec![self.engine.push(one, &mut self.out).into()],
+                        many => self
+                            .engine
+                            .push_batch(many, &mut self.out)
+                            .into_iter()
+                            .map(Outcome::from)
+                            .collect(),
+                    };
+                    drop(rs);
                     if stream_time != Millis::MIN {
                         self.engine.observe_stream_time(stream_time, &mut self.out);
                     }
+                    if self.journal {
+                        batch = Some(SinkMsg::Readings {
+                            first_seq,
+                            received_at,
+                            origin: Arc::clone(&origin),
+                            readings,
+                            outcomes,
+                        });
+                    }
                     context = Some((received, origin));
+                }
+                ShardMsg::Barrier(b) => {
+                    let snapshot = self.engine.snapshot();
+                    let msg = SinkMsg::Barrier {
+                        barrier: b,
+                        shard: self.index,
+                        snapshot,
+                    };
+                    if self.sink.send(msg).is_err() {
+                        break;
+                    }
                 }
                 ShardMsg::StreamTime(t) => self.engine.observe_stream_time(t, &mut self.out),
                 ShardMsg::Tick(now) => {
@@ -231,6 +305,11 @@ impl Shard {
             }
             if self.forward(context.as_ref()).is_err() {
                 break;
+            }
+            if let Some(b) = batch {
+                if self.sink.send(b).is_err() {
+                    break;
+                }
             }
             if tick || last_snapshot.elapsed() >= Duration::from_secs(1) {
                 self.snapshot();

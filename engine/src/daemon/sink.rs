@@ -12,8 +12,6 @@
 //! | `P/status` | yes | `online` / `offline` (Last Will) |
 //! | `P/heartbeat` | yes | time, uptime, readings, watermark (every `heartbeat`) |
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -27,10 +25,16 @@ use rumqttc::{Client, QoS};
 use serde_json::Value as Json;
 
 use super::config::{ServeConfig, WebhookConfig};
+use super::durable::{Barrier, SinkHistory};
 use super::intake::OutputConnection;
+use super::shard::Origin;
 use super::{lock, Shared};
+use crate::durable::outfile::{Open, OutFile};
+use crate::durable::{Batch, Entry, Outcome, ReadingRow, RejectedRow};
 use crate::record::{StatusEvent, TransitionKind, Warning};
 use crate::source::DeadLetter;
+use crate::source::{Decoded, DecodedValue};
+use forewarn_rules::ir::Millis;
 
 /// What the shards and the intake hand to the sink.
 #[derive(Debug)]
@@ -38,7 +42,55 @@ pub(crate) enum SinkMsg {
     Warning(Warning),
     Status(StatusEvent),
     Dead(DeadLetter),
+    /// A shard's readings of one message and what the engine did with each (history).
+    Readings {
+        first_seq: u64,
+        received_at: Millis,
+        origin: Arc<Origin>,
+        readings: Vec<Decoded>,
+        outcomes: Vec<Outcome>,
+    },
+    /// A shard passed a checkpoint barrier.
+    Barrier {
+        barrier: Arc<Barrier>,
+        shard: usize,
+        snapshot: Vec<u8>,
+    },
 }
+
+/// The sending end of the sink's queue for one source (a shard, the intake, a file source):
+/// every message carries its source, so that checkpoint barriers can be aligned.
+#[derive(Debug, Clone)]
+pub(crate) struct SinkTx {
+    tx: Sender<(usize, SinkMsg)>,
+    from: usize,
+}
+
+impl SinkTx {
+    pub(crate) fn new(tx: Sender<(usize, SinkMsg)>) -> SinkTx {
+        SinkTx {
+            tx,
+            from: usize::MAX,
+        }
+    }
+
+    /// The same queue, for source `from`.
+    pub(crate) fn source(&self, from: usize) -> SinkTx {
+        SinkTx {
+            tx: self.tx.clone(),
+            from,
+        }
+    }
+
+    /// Send (blocking while the queue is full); an error means the sink is gone.
+    pub(crate) fn send(&self, msg: SinkMsg) -> Result<(), SinkGone> {
+        self.tx.send((self.from, msg)).map_err(|_| SinkGone)
+    }
+}
+
+/// The sink thread has stopped: nothing more can be delivered.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SinkGone;
 
 /// Keep at most this much of an oversize payload in its dead letter.
 pub(crate) const MAX_DEAD_RAW: usize = 4096;
@@ -82,9 +134,17 @@ struct Webhook {
 
 pub(crate) struct Sink {
     shared: Arc<Shared>,
-    warnings: Option<BufWriter<File>>,
-    status: Option<BufWriter<File>>,
-    dead: Option<BufWriter<File>>,
+    warnings: Option<OutFile>,
+    status: Option<OutFile>,
+    dead: Option<OutFile>,
+    /// The history journal and checkpoints (`[history]`).
+    history: Option<SinkHistory>,
+    /// Barrier alignment: which sources (shards, then the intake) have passed the barrier
+    /// in progress, and the messages they sent after it.
+    passed: Vec<bool>,
+    held: Vec<(usize, SinkMsg)>,
+    /// The barrier in progress completed (its checkpoint is written).
+    aligned: bool,
     mqtt: Option<(Client, String, OutputConnection)>,
     /// Retained topics and their current payload (levels of active warnings, data status),
     /// republished on every (re)connect of the output connection.
@@ -94,20 +154,23 @@ pub(crate) struct Sink {
     webhook_stop: Arc<AtomicBool>,
 }
 
-fn create(path: &Path) -> anyhow::Result<BufWriter<File>> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    }
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .with_context(|| format!("open {}", path.display()))?;
-    Ok(BufWriter::new(f))
+fn create(path: &Path, how: Open) -> anyhow::Result<OutFile> {
+    OutFile::open(path, how).with_context(|| format!("open {}", path.display()))
 }
 
 impl Sink {
-    pub(crate) fn open(cfg: &ServeConfig, shared: Arc<Shared>) -> anyhow::Result<Sink> {
+    /// Open the outputs; `cut` holds the lengths a checkpoint recorded (files are cut back
+    /// to them), else files are appended to.
+    pub(crate) fn open(
+        cfg: &ServeConfig,
+        shared: Arc<Shared>,
+        history: Option<SinkHistory>,
+        cut: Option<Vec<u64>>,
+    ) -> anyhow::Result<Sink> {
+        let how = |i: usize| match &cut {
+            Some(v) => Open::CutTo(v.get(i).copied().unwrap_or(0)),
+            None => Open::Append,
+        };
         let o = &cfg.output;
         let mqtt = match (&cfg.mqtt, &o.mqtt_prefix) {
             (Some(m), Some(prefix)) => {
@@ -136,9 +199,25 @@ impl Sink {
         }
         Ok(Sink {
             shared,
-            warnings: o.warnings.as_deref().map(create).transpose()?,
-            status: o.status.as_deref().map(create).transpose()?,
-            dead: o.dead_letter.as_deref().map(create).transpose()?,
+            warnings: o
+                .warnings
+                .as_deref()
+                .map(|p| create(p, how(0)))
+                .transpose()?,
+            status: o.status.as_deref().map(|p| create(p, how(1))).transpose()?,
+            dead: o
+                .dead_letter
+                .as_deref()
+                .map(|p| create(p, how(2)))
+                .transpose()?,
+            passed: if history.is_some() {
+                vec![false; cfg.shards.max(1) + 1]
+            } else {
+                Vec::new()
+            },
+            held: Vec::new(),
+            aligned: false,
+            history,
             mqtt,
             retained: Default::default(),
             bad_topic_log: super::RateLog::new("mqtt output", Duration::from_secs(30)),
@@ -147,10 +226,36 @@ impl Sink {
         })
     }
 
+    /// Handle a message from source `from`, aligning checkpoint barriers: once a source
+    /// has passed barrier n, its later messages wait until every source has passed it and
+    /// the checkpoint is written — so the checkpoint's outputs are exactly those of the
+    /// input before the barrier.
+    fn dispatch(&mut self, from: usize, msg: SinkMsg) -> anyhow::Result<()> {
+        if self.passed.get(from).copied().unwrap_or(false) {
+            self.held.push((from, msg));
+            return Ok(());
+        }
+        if matches!(msg, SinkMsg::Barrier { .. }) {
+            if let Some(p) = self.passed.get_mut(from) {
+                *p = true;
+            }
+        }
+        self.handle(msg)?;
+        if self.aligned {
+            // the checkpoint is written: what waited behind the barrier goes on, in order
+            self.aligned = false;
+            self.passed.iter_mut().for_each(|p| *p = false);
+            for (f, m) in std::mem::take(&mut self.held) {
+                self.dispatch(f, m)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Run until every sender is gone; then flush everything and say `offline`.
     pub(crate) fn run(
         mut self,
-        rx: Receiver<SinkMsg>,
+        rx: Receiver<(usize, SinkMsg)>,
         drain: Arc<AtomicBool>,
     ) -> anyhow::Result<()> {
         let mut dirty = false;
@@ -160,8 +265,8 @@ impl Sink {
                 self.republish();
             }
             match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(msg) => {
-                    self.handle(msg)?;
+                Ok((from, msg)) => {
+                    self.dispatch(from, msg)?;
                     dirty = true;
                     if last_flush.elapsed() > Duration::from_millis(200) {
                         self.flush()?;
@@ -286,7 +391,10 @@ impl Sink {
                 let json = w.to_json(&zone);
                 let line = json.to_string();
                 if let Some(f) = self.warnings.as_mut() {
-                    writeln!(f, "{line}").context("write warnings")?;
+                    f.line(&line).context("write warnings")?;
+                }
+                if let Some(h) = self.history.as_mut() {
+                    h.journal.append(&Entry::Warning((&w).into()))?;
                 }
                 if let Some(p) = self.prefix().map(str::to_string) {
                     let (rule, entity) = (topic_level(&w.rule), topic_level(&w.entity));
@@ -318,7 +426,10 @@ impl Sink {
                 self.shared.status_out.fetch_add(1, Ordering::Relaxed);
                 let line = s.to_json(&zone).to_string();
                 if let Some(f) = self.status.as_mut() {
-                    writeln!(f, "{line}").context("write status")?;
+                    f.line(&line).context("write status")?;
+                }
+                if let Some(h) = self.history.as_mut() {
+                    h.journal.append(&Entry::Status((&s).into()))?;
                 }
                 if let Some(p) = self.prefix().map(str::to_string) {
                     self.publish_retained(
@@ -335,10 +446,84 @@ impl Sink {
                 self.shared.dead_out.fetch_add(1, Ordering::Relaxed);
                 let line = dead_letter_json(&d, &zone).to_string();
                 if let Some(f) = self.dead.as_mut() {
-                    writeln!(f, "{line}").context("write dead letters")?;
+                    f.line(&line).context("write dead letters")?;
+                }
+                if let Some(h) = self.history.as_mut() {
+                    let now = super::now_ms();
+                    h.journal
+                        .append(&Entry::Rejected(RejectedRow::new(&d, now)))?;
                 }
                 if let Some(p) = self.prefix().map(str::to_string) {
                     self.publish(format!("{p}/dead-letter"), false, line.into_bytes());
+                }
+            }
+            SinkMsg::Readings {
+                first_seq,
+                received_at,
+                origin,
+                readings,
+                outcomes,
+            } => {
+                if let Some(h) = self.history.as_mut() {
+                    let plan = &self.shared.plan;
+                    let rows = readings
+                        .iter()
+                        .zip(&outcomes)
+                        .map(|(d, &o)| {
+                            let (value, text) = match &d.value {
+                                DecodedValue::Num(v) => (Some(*v), None),
+                                DecodedValue::Text(t) => {
+                                    (None, Some(std::borrow::Cow::Borrowed(t.as_str())))
+                                }
+                            };
+                            ReadingRow {
+                                entity: std::borrow::Cow::Borrowed(&d.entity),
+                                feed: std::borrow::Cow::Borrowed(&plan.feeds[d.feed].name),
+                                ts: d.ts,
+                                value,
+                                text,
+                                outcome: o,
+                            }
+                        })
+                        .collect();
+                    h.journal.append(&Entry::Batch(Batch {
+                        seq: first_seq,
+                        received_at,
+                        source: std::borrow::Cow::Borrowed(&origin.topic),
+                        line: origin.seq,
+                        readings: rows,
+                    }))?;
+                    h.rows_in_segment += readings.len() as u64;
+                }
+            }
+            SinkMsg::Barrier {
+                barrier,
+                shard,
+                snapshot,
+            } => {
+                let done = self
+                    .history
+                    .as_mut()
+                    .and_then(|h| h.barrier(barrier, shard, snapshot));
+                if let Some((b, snapshots)) = done {
+                    self.aligned = true;
+                    let mut lengths = Vec::with_capacity(3);
+                    for f in [&mut self.warnings, &mut self.status, &mut self.dead] {
+                        lengths.push(match f {
+                            Some(f) => f.commit().context("sync output")?,
+                            None => 0,
+                        });
+                    }
+                    if let Some(h) = self.history.as_mut() {
+                        h.checkpoint(&b, snapshots, lengths)
+                            .context("write checkpoint")?;
+                        self.shared
+                            .checkpoints
+                            .store(h.written, std::sync::atomic::Ordering::Relaxed);
+                        self.shared
+                            .checkpoint_bytes
+                            .store(h.last_bytes, std::sync::atomic::Ordering::Relaxed);
+                    }
                 }
             }
         }

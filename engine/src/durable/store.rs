@@ -139,8 +139,9 @@ pub struct JournalPosition {
     pub offset: u64,
 }
 
-/// Seal one journal segment: into Parquet under the data directory (feature `history`),
-/// then remove the segment file. Without the feature the segment file is kept.
+/// Seal one journal segment into Parquet under the data directory (feature `history`). The
+/// segment file stays until [`prune_journal`] removes it: recovery may go back to a
+/// checkpoint inside it (when the newest checkpoint is damaged).
 pub fn seal(data: &DataDir, segment: u64) -> Result<SealReport, String> {
     let path = data.journal().join(segment_name(segment));
     seal_file(data, &path, segment)
@@ -161,7 +162,6 @@ pub struct SealReport {
 fn seal_file(data: &DataDir, path: &Path, segment: u64) -> Result<SealReport, String> {
     let stats = crate::history::seal_segment(data.root(), path, segment)
         .map_err(|e| format!("sealing journal segment {}: {e}", path.display()))?;
-    std::fs::remove_file(path).map_err(|e| format!("removing {}: {e}", path.display()))?;
     Ok(SealReport {
         rows: stats.readings + stats.rejected + stats.warnings + stats.status,
         bytes: stats.bytes,
@@ -172,6 +172,21 @@ fn seal_file(data: &DataDir, path: &Path, segment: u64) -> Result<SealReport, St
 #[cfg(not(feature = "history"))]
 fn seal_file(_data: &DataDir, _path: &Path, _segment: u64) -> Result<SealReport, String> {
     Ok(SealReport::default())
+}
+
+/// Remove sealed journal segments before `keep_from` (the segment of the oldest checkpoint
+/// kept). Without the `history` feature segments are never sealed, and are kept.
+pub fn prune_journal(data: &DataDir, keep_from: u64) -> Result<(), String> {
+    if cfg!(not(feature = "history")) {
+        return Ok(());
+    }
+    for s in list_segments(&data.journal()).map_err(|e| e.to_string())? {
+        if s < keep_from {
+            let p = data.journal().join(segment_name(s));
+            std::fs::remove_file(&p).map_err(|e| format!("removing {}: {e}", p.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Go back to a checkpoint's journal position: Parquet parts of segments at or after it are
