@@ -128,7 +128,7 @@ pub fn seal_segment(
                 warnings.entry(d).or_default().push(w);
             }
             Entry::Status(s) => {
-                status.entry(d_status(s)).or_default().push(s);
+                status.entry(day(&[Some(s.time)])).or_default().push(s);
             }
             Entry::Clock { .. } => {}
         }
@@ -162,10 +162,6 @@ pub fn seal_segment(
     Ok(stats)
 }
 
-fn d_status(s: &StatusRow<'_>) -> NaiveDate {
-    day(&[Some(s.time)])
-}
-
 struct Writer<'p> {
     history_dir: &'p Path,
     segment_id: u64,
@@ -185,9 +181,17 @@ impl Writer<'_> {
         let dir = kind_dir.join(format!("date={}", day.format("%Y-%m-%d")));
         if !dir.is_dir() {
             fs::create_dir_all(&dir).map_err(HistoryError::io(&dir))?;
-            // make the new directory entries durable too
-            journal::sync_dir(&kind_dir).map_err(HistoryError::io(&kind_dir))?;
-            journal::sync_dir(self.history_dir).map_err(HistoryError::io(self.history_dir))?;
+            // make the new directory entries durable too (up to the history directory's own)
+            let parent = self
+                .history_dir
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty());
+            for d in [Some(kind_dir.as_path()), Some(self.history_dir), parent]
+                .into_iter()
+                .flatten()
+            {
+                journal::sync_dir(d).map_err(HistoryError::io(d))?;
+            }
         }
         let name = part_name(self.segment_id);
         let path = dir.join(&name);
