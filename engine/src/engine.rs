@@ -443,6 +443,11 @@ impl Engine {
         }
     }
 
+    /// The compiled plan, shared.
+    pub fn plan_arc(&self) -> Arc<Plan> {
+        Arc::clone(&self.plan)
+    }
+
     /// The compiled plan.
     pub fn plan(&self) -> &Plan {
         &self.plan

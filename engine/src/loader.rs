@@ -103,3 +103,83 @@ pub fn load_rules(
     let warnings = Diagnostics::from_warnings(&name, &source, &warnings);
     Ok(LoadedRules { plan, warnings })
 }
+
+/// Everything a rule set was compiled from — the rule source and every table's contents —
+/// so that it can be compiled again later exactly (a daemon's reload replayed after a
+/// crash, a checkpoint restored after the files changed on disk).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RuleSnapshot {
+    /// The rule file's name, as in diagnostics.
+    pub name: String,
+    /// The rule source.
+    pub source: Vec<u8>,
+    /// Each table as the rules name it, with its columns and rows.
+    pub tables: Vec<(String, Vec<String>, Vec<Vec<String>>)>,
+}
+
+struct RecordingLoader<'a> {
+    inner: &'a FsTableLoader,
+    seen: std::cell::RefCell<Vec<(String, Vec<String>, Vec<Vec<String>>)>>,
+}
+
+impl TableLoader for RecordingLoader<'_> {
+    fn load(&self, path: &str) -> Result<TableData, String> {
+        let t = self.inner.load(path)?;
+        self.seen
+            .borrow_mut()
+            .push((path.to_string(), t.columns.clone(), t.rows.clone()));
+        Ok(t)
+    }
+}
+
+impl TableLoader for RuleSnapshot {
+    fn load(&self, path: &str) -> Result<TableData, String> {
+        self.tables
+            .iter()
+            .find(|(p, _, _)| p == path)
+            .map(|(_, columns, rows)| TableData {
+                columns: columns.clone(),
+                rows: rows.clone(),
+            })
+            .ok_or_else(|| format!("table {path} is not in the rule snapshot"))
+    }
+}
+
+/// [`load_rules`], also returning what the rules were compiled from.
+pub fn load_rules_snapshot(path: &Path) -> Result<(LoadedRules, RuleSnapshot), LoadError> {
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let fs = FsTableLoader {
+        base: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+        overrides: HashMap::new(),
+    };
+    let loader = RecordingLoader {
+        inner: &fs,
+        seen: Default::default(),
+    };
+    let name = path.display().to_string();
+    let Compiled { plan, warnings } = forewarn_rules::compile_bytes(&bytes, &name, &loader)
+        .map_err(|d| LoadError::Invalid {
+            path: path.to_path_buf(),
+            diagnostics: Box::new(d),
+        })?;
+    let source = String::from_utf8_lossy(&bytes);
+    let warnings = Diagnostics::from_warnings(&name, &source, &warnings);
+    let snapshot = RuleSnapshot {
+        name,
+        source: bytes.clone(),
+        tables: loader.seen.into_inner(),
+    };
+    Ok((LoadedRules { plan, warnings }, snapshot))
+}
+
+impl RuleSnapshot {
+    /// Compile the snapshot again: the same plan (and rule-set hash) as when it was taken.
+    pub fn compile(&self) -> Result<forewarn_rules::ir::Plan, String> {
+        forewarn_rules::compile_bytes(&self.source, &self.name, self)
+            .map(|c| c.plan)
+            .map_err(|d| d.render(false))
+    }
+}

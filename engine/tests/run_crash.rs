@@ -346,7 +346,7 @@ fn a_damaged_checkpoint_is_reported_and_never_trusted() {
         };
         loop {
             let n = newest_checkpoint(dir.path());
-            if n > start && n >= 2 && n % 2 == 0 && sealed(n) {
+            if n > start && n >= 2 && n.is_multiple_of(2) && sealed(n) {
                 // the readings file is the first of the seal: let it finish
                 std::thread::sleep(Duration::from_millis(15));
                 break;
@@ -362,7 +362,7 @@ fn a_damaged_checkpoint_is_reported_and_never_trusted() {
         let _ = child.kill();
         child.wait().unwrap();
         let n = newest_checkpoint(dir.path());
-        if n >= 2 && n % 2 == 0 {
+        if n >= 2 && n.is_multiple_of(2) {
             break;
         }
     }

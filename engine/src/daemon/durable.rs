@@ -38,6 +38,7 @@ use crate::durable::journal::{
 };
 use crate::durable::store::{prune_journal, reopen_at, seal, DataDir, JournalPosition};
 use crate::engine::Engine;
+use crate::loader::RuleSnapshot;
 
 /// Checkpoint kind tag of `forewarn serve` checkpoints.
 pub(crate) const SERVE_CHECKPOINT: u32 = 2;
@@ -69,6 +70,11 @@ pub(crate) enum InputRecord<'a> {
         /// UTC ms.
         now: Millis,
     },
+    /// New rules in force from here on (their snapshot is under `_rules/`).
+    Reload {
+        #[serde(borrow)]
+        ruleset: Cow<'a, str>,
+    },
 }
 
 /// What the intake knows that a restart needs.
@@ -95,12 +101,16 @@ pub(crate) struct Barrier {
     pub(crate) intake: IntakeState,
     /// The last barrier before a graceful stop: the history journal is sealed too.
     pub(crate) last: bool,
+    /// The rule set in force at the barrier.
+    pub(crate) ruleset: String,
 }
 
 /// A `forewarn serve` checkpoint.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct ServeCheckpoint {
     pub(crate) fingerprint: String,
+    /// The rule set the shards' state was taken under (its snapshot is under `_rules/`).
+    pub(crate) ruleset: String,
     pub(crate) input: JournalPosition,
     pub(crate) intake: IntakeState,
     pub(crate) shards: Vec<Vec<u8>>,
@@ -110,16 +120,49 @@ pub(crate) struct ServeCheckpoint {
     pub(crate) outputs: Vec<u64>,
 }
 
-/// What a serve checkpoint must match to be restored.
-pub(crate) fn fingerprint(plan: &Plan, cfg: &ServeConfig) -> String {
-    format!(
-        "{} shards={} clock={:?}",
-        plan.ruleset_hash, cfg.shards, cfg.engine.clock
-    )
+/// What a serve checkpoint must match to be restored (rules may differ: they are reloaded).
+pub(crate) fn fingerprint(cfg: &ServeConfig) -> String {
+    format!("shards={} clock={:?}", cfg.shards.max(1), cfg.engine.clock)
+}
+
+/// Kind tag of rule snapshot files.
+const RULES_FILE: u32 = 3;
+
+/// Keep what a rule set was compiled from, under `_rules/<ruleset>/`, so that a reload can
+/// be replayed and a checkpoint restored under its own rules.
+pub(crate) fn save_rules(data: &DataDir, snap: &RuleSnapshot, ruleset: &str) -> anyhow::Result<()> {
+    let dir = data.root().join("_rules").join(ruleset);
+    if crate::durable::checkpoint::read_latest::<RuleSnapshot>(&dir, RULES_FILE)
+        .ok()
+        .flatten()
+        .is_some()
+    {
+        return Ok(());
+    }
+    crate::durable::checkpoint::write_checkpoint(&dir, 1, RULES_FILE, snap, 1)?;
+    Ok(())
+}
+
+/// The rules of a rule set kept by [`save_rules`], compiled.
+pub(crate) fn load_rules(data: &DataDir, ruleset: &str) -> anyhow::Result<Arc<Plan>> {
+    let dir = data.root().join("_rules").join(ruleset);
+    let snap = crate::durable::checkpoint::read_latest::<RuleSnapshot>(&dir, RULES_FILE)?
+        .with_context(|| format!("no snapshot of rule set {ruleset} in {}", dir.display()))?
+        .1;
+    let plan = snap.compile().map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(
+        plan.ruleset_hash == ruleset,
+        "the snapshot of rule set {ruleset} compiles to {}",
+        plan.ruleset_hash
+    );
+    Ok(Arc::new(plan))
 }
 
 /// The state the daemon starts from.
 pub(crate) struct Recovered {
+    /// The rules the engines are under (the checkpoint's; the intake reloads the rules on
+    /// disk after replaying the input log if they differ).
+    pub(crate) plan: Arc<Plan>,
     pub(crate) engines: Vec<Engine>,
     pub(crate) intake: IntakeState,
     /// Replay the input log from here.
@@ -195,7 +238,7 @@ pub(crate) fn recover(
     std::fs::create_dir_all(data.root())
         .with_context(|| format!("create {}", data.root().display()))?;
     let shards = cfg.shards.max(1);
-    let fp = fingerprint(plan, cfg);
+    let fp = fingerprint(cfg);
     let (found, note) = newest_sound(&data);
     let checkpoint_no = list_checkpoints(&data.checkpoints())?
         .last()
@@ -203,16 +246,26 @@ pub(crate) fn recover(
         .unwrap_or(0);
     let prefix = note.map(|n| format!("{n}; ")).unwrap_or_default();
     match found {
-        Some((n, c)) if c.fingerprint == fp && c.shards.len() == shards => {
+        Some((n, c))
+            if c.fingerprint == fp
+                && c.shards.len() == shards
+                && (c.ruleset == plan.ruleset_hash || load_rules(&data, &c.ruleset).is_ok()) =>
+        {
+            let under = if c.ruleset == plan.ruleset_hash {
+                Arc::clone(plan)
+            } else {
+                load_rules(&data, &c.ruleset)?
+            };
             let mut engines = Vec::with_capacity(shards);
             for bytes in &c.shards {
                 engines.push(
-                    Engine::restore(Arc::clone(plan), cfg.engine.clone(), bytes)
+                    Engine::restore(Arc::clone(&under), cfg.engine.clone(), bytes)
                         .with_context(|| format!("restoring checkpoint {n}"))?,
                 );
             }
             let history = reopen_at(&data, c.history).map_err(anyhow::Error::msg)?;
             Ok(Recovered {
+                plan: under,
                 engines,
                 intake: c.intake,
                 input: c.input,
@@ -234,7 +287,10 @@ pub(crate) fn recover(
                     "checkpoint {n} has {} shards, the configuration {shards}",
                     c.shards.len()
                 ),
-                Some((n, _)) => format!("the rules or clock changed since checkpoint {n}"),
+                Some((n, c)) if c.fingerprint != fp => {
+                    format!("the clock setting changed since checkpoint {n}")
+                }
+                Some((n, _)) => format!("the rules of checkpoint {n} are not kept"),
             };
             for s in list_segments(&data.journal())? {
                 seal(&data, s).map_err(anyhow::Error::msg)?;
@@ -252,6 +308,7 @@ pub(crate) fn recover(
                 },
             };
             Ok(Recovered {
+                plan: Arc::clone(plan),
                 engines: (0..shards)
                     .map(|_| Engine::new(Arc::clone(plan), cfg.engine.clone()))
                     .collect(),
@@ -397,6 +454,15 @@ impl InputLog {
         Ok(())
     }
 
+    /// Journal a reload (the rules' snapshot is saved first).
+    pub(crate) fn reload(&mut self, ruleset: &str) -> anyhow::Result<()> {
+        self.writer.append_record(&InputRecord::Reload {
+            ruleset: Cow::Borrowed(ruleset),
+        })?;
+        self.writer.sync()?;
+        Ok(())
+    }
+
     /// Journal a wall-clock tick.
     pub(crate) fn tick(&mut self, now: Millis) -> anyhow::Result<()> {
         self.writer.append_record(&InputRecord::Tick { now })?;
@@ -453,6 +519,7 @@ pub(crate) enum OwnedInput {
         payload: Vec<u8>,
     },
     Tick(Millis),
+    Reload(String),
 }
 
 impl From<InputRecord<'_>> for OwnedInput {
@@ -469,6 +536,7 @@ impl From<InputRecord<'_>> for OwnedInput {
                 payload: payload.into_owned(),
             },
             InputRecord::Tick { now } => OwnedInput::Tick(now),
+            InputRecord::Reload { ruleset } => OwnedInput::Reload(ruleset.into_owned()),
         }
     }
 }
@@ -565,6 +633,7 @@ impl SinkHistory {
         let ckpt_history_segment = self.journal.segment();
         let ckpt = ServeCheckpoint {
             fingerprint: self.fingerprint.clone(),
+            ruleset: b.ruleset.clone(),
             input: b.input,
             intake: b.intake.clone(),
             shards,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -49,6 +49,7 @@ impl HttpServer {
             .route("/healthz", get(healthz))
             .route("/metrics", get(metrics))
             .route("/warnings", get(warnings))
+            .route("/reload", axum::routing::post(reload))
             .with_state(shared);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = runtime.spawn(async move {
@@ -102,6 +103,32 @@ fn utc(t: i64) -> String {
     Zone::default().format(t).replace("+00:00", "Z")
 }
 
+/// `POST /reload`: load the rule file again (as SIGHUP does); 200 with a summary, 422 with
+/// the diagnostics when the new rules do not compile (the old ones stay in force).
+async fn reload(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    if s.reload_tx
+        .try_send(super::ReloadRequest { reply: Some(tx) })
+        .is_err()
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many reloads waiting\n".to_string(),
+        );
+    }
+    let answer =
+        tokio::task::spawn_blocking(move || rx.recv_timeout(std::time::Duration::from_secs(60)))
+            .await;
+    match answer {
+        Ok(Ok(Ok(summary))) => (StatusCode::OK, summary + "\n"),
+        Ok(Ok(Err(e))) => (StatusCode::UNPROCESSABLE_ENTITY, e + "\n"),
+        _ => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "the reload was not answered in time\n".to_string(),
+        ),
+    }
+}
+
 async fn warnings(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     let snaps = lock(&s.snapshots).clone();
     let zone = s.zone;
@@ -143,6 +170,7 @@ fn esc(s: &str) -> String {
 
 /// The Prometheus text exposition.
 pub(crate) fn render_metrics(s: &Shared) -> String {
+    let plan = s.plan();
     let c = s.counters();
     let mut o = String::with_capacity(4096);
     let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
@@ -209,7 +237,7 @@ pub(crate) fn render_metrics(s: &Shared) -> String {
         o,
         "# HELP forewarn_warnings_total Warning levels entered, by rule and level.\n# TYPE forewarn_warnings_total counter"
     );
-    for (ri, rule) in s.plan.rules.iter().enumerate() {
+    for (ri, rule) in plan.rules.iter().enumerate() {
         for (li, level) in rule.levels.iter().enumerate() {
             let n = c
                 .entered
@@ -229,7 +257,7 @@ pub(crate) fn render_metrics(s: &Shared) -> String {
         o,
         "# HELP forewarn_transitions_total Warning transitions, by rule and kind.\n# TYPE forewarn_transitions_total counter"
     );
-    for (ri, rule) in s.plan.rules.iter().enumerate() {
+    for (ri, rule) in plan.rules.iter().enumerate() {
         for (ki, kind) in TransitionKind::ALL.iter().enumerate() {
             let n = c.transitions.get(ri).map_or(0, |t| t[ki]);
             let _ = writeln!(
@@ -298,6 +326,18 @@ pub(crate) fn render_metrics(s: &Shared) -> String {
         "forewarn_mqtt_redeliveries_total",
         "Redeliveries of messages already in the input log, acknowledged without evaluating them again.",
         ld(&s.redeliveries),
+    );
+    counter(
+        &mut o,
+        "forewarn_reloads_total",
+        "Rule reloads put in force (SIGHUP, POST /reload).",
+        ld(&s.reloads),
+    );
+    counter(
+        &mut o,
+        "forewarn_reload_failures_total",
+        "Rule reloads refused (the rules did not load; the old ones stayed in force).",
+        ld(&s.reload_failures),
     );
     counter(
         &mut o,

@@ -199,6 +199,10 @@ pub(crate) struct DurableIntake {
     pub(crate) log: InputLog,
     pub(crate) replay: Vec<OwnedInput>,
     pub(crate) state: IntakeState,
+    pub(crate) data: crate::durable::store::DataDir,
+    /// The rules on disk, when they differ from those the checkpoint was taken under: put
+    /// in force (and journaled) once the input log is replayed.
+    pub(crate) then_reload: Option<Arc<Plan>>,
 }
 
 pub(crate) fn start(
@@ -213,14 +217,17 @@ pub(crate) fn start(
     let mut o = mqtt_options(m, &m.client_id)?;
     o.set_manual_acks(true);
     let (client, conn) = Client::new(o, 4096);
-    let (log, replay, state) = match durable {
+    let (log, replay, state, data, then_reload) = match durable {
         Some(d) => {
             router.set_sent_time(&d.state.sent_time);
-            (Some(d.log), d.replay, d.state)
+            (Some(d.log), d.replay, d.state, Some(d.data), d.then_reload)
         }
-        None => (None, Vec::new(), IntakeState::default()),
+        None => (None, Vec::new(), IntakeState::default(), None, None),
     };
     let intake = Intake {
+        rules_path: cfg.rules.clone(),
+        data,
+        then_reload,
         log,
         replay,
         pending: Vec::new(),
@@ -248,6 +255,12 @@ pub(crate) fn start(
 }
 
 struct Intake {
+    /// The rule file (reloaded on request).
+    rules_path: std::path::PathBuf,
+    /// The data directory (`[history]`): rule snapshots are kept there.
+    data: Option<crate::durable::store::DataDir>,
+    /// Rules to put in force after the replay (they changed on disk while forewarn was down).
+    then_reload: Option<Arc<Plan>>,
     /// The input log (`[history]`): messages are journaled, and acknowledged once durable.
     log: Option<InputLog>,
     /// Input-log records after the checkpoint, replayed before going live.
@@ -281,11 +294,24 @@ impl Intake {
         if self.replay_log().is_err() {
             return; // the shards are gone
         }
+        if let Some(plan) = self.then_reload.take() {
+            // the rules on disk changed while forewarn was down: in force from here on
+            match self.reload_to(plan, None) {
+                Ok(m) => eprintln!("forewarn serve: {m} (changed while stopped)"),
+                Err(e) => eprintln!("forewarn serve: {e}"),
+            }
+        }
+        // A checkpoint before going live: what was replayed is state now, and every later
+        // crash has a checkpoint (with the output files' lengths) to go back to.
+        if self.log.is_some() && self.barrier(false).is_err() {
+            return;
+        }
         let mut last_tick = Instant::now();
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 break;
             }
+            self.serve_reloads();
             if self.log.is_some() && last_tick.elapsed() >= Duration::from_millis(250) {
                 last_tick = Instant::now();
                 if self.tick(now_ms()).is_err() {
@@ -415,10 +441,84 @@ impl Intake {
                         .broadcast(|| ShardMsg::Tick(now))
                         .map_err(|_| ())?;
                 }
+                OwnedInput::Reload(ruleset) => {
+                    let plan = self
+                        .data
+                        .as_ref()
+                        .map(|d| super::durable::load_rules(d, &ruleset));
+                    match plan {
+                        Some(Ok(plan)) => self.apply_reload(plan)?,
+                        Some(Err(e)) => eprintln!(
+                            "forewarn serve: cannot replay the reload to rule set {ruleset}: {e:#}"
+                        ),
+                        None => {}
+                    }
+                }
             }
         }
         eprintln!("forewarn serve: replayed {n} journaled input records after the checkpoint");
         Ok(())
+    }
+
+    /// Put new rules in force at this point of the input: for decoding here, and in every
+    /// shard after what was routed before.
+    fn apply_reload(&mut self, plan: Arc<Plan>) -> Result<(), ()> {
+        self.shared.set_plan(Arc::clone(&plan));
+        self.router
+            .broadcast(|| ShardMsg::Reload(Arc::clone(&plan)))
+            .map_err(|_| ())
+    }
+
+    /// Load the rule file again; refused (old rules kept) when it does not compile.
+    fn reload_from_disk(&mut self) -> Result<String, String> {
+        let (loaded, snapshot) = crate::loader::load_rules_snapshot(&self.rules_path)
+            .map_err(super::render_load_error)?;
+        let plan = Arc::new(loaded.plan);
+        self.reload_to(plan, Some(snapshot))
+    }
+
+    /// Journal (with `[history]`) and apply a reload to `plan`.
+    fn reload_to(
+        &mut self,
+        plan: Arc<Plan>,
+        snapshot: Option<crate::loader::RuleSnapshot>,
+    ) -> Result<String, String> {
+        let before = self.shared.plan().ruleset_hash.clone();
+        if plan.ruleset_hash == before {
+            return Ok(format!("rules unchanged (rule set {before})"));
+        }
+        if let (Some(log), Some(data)) = (self.log.as_mut(), self.data.as_ref()) {
+            if let Some(snap) = &snapshot {
+                super::durable::save_rules(data, snap, &plan.ruleset_hash)
+                    .map_err(|e| format!("cannot keep the new rules: {e:#}"))?;
+            }
+            log.reload(&plan.ruleset_hash)
+                .map_err(|e| format!("cannot journal the reload: {e:#}"))?;
+        }
+        let after = plan.ruleset_hash.clone();
+        self.apply_reload(plan)
+            .map_err(|()| "the daemon is stopping".to_string())?;
+        Ok(format!("rules reloaded: rule set {before} -> {after}"))
+    }
+
+    /// Serve waiting reload requests (from SIGHUP and `POST /reload`).
+    fn serve_reloads(&mut self) {
+        while let Ok(req) = self.shared.reload_rx.try_recv() {
+            let r = self.reload_from_disk();
+            match &r {
+                Ok(m) => {
+                    self.shared.reloads.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("forewarn serve: {m}");
+                }
+                Err(e) => {
+                    self.shared.reload_failures.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("forewarn serve: reload refused, the rules in force stay:\n{e}");
+                }
+            }
+            if let Some(tx) = req.reply {
+                let _ = tx.try_send(r);
+            }
+        }
     }
 
     /// Journal a message, evaluate it, and hold its ack until the journal is durable; a
@@ -506,6 +606,7 @@ impl Intake {
                 sent_time: self.router.sent_time().to_vec(),
             },
             last,
+            ruleset: self.shared.plan().ruleset_hash.clone(),
         });
         self.router
             .broadcast(|| ShardMsg::Barrier(Arc::clone(&b)))
@@ -600,7 +701,7 @@ impl Intake {
                 )))
             }
         };
-        let plan = Arc::clone(&self.shared.plan);
+        let plan = self.shared.plan();
         let fixed = sub.feed.as_deref();
         let resolve =
             |entity: &str, named: Option<&str>| -> Result<FeedId, (RejectReason, String)> {

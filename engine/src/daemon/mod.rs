@@ -34,7 +34,6 @@ use anyhow::Context;
 use forewarn_rules::ir::{Millis, Plan};
 
 use crate::engine::{ActiveWarning, ClockMode, Counters, Engine};
-use crate::loader::load_rules;
 use crate::record::{DataStatus, RejectReason};
 use crate::time::Zone;
 
@@ -54,7 +53,14 @@ pub(crate) type QueueProbe = Box<dyn Fn() -> usize + Send>;
 
 /// State shared by the threads and read by the HTTP endpoints.
 pub(crate) struct Shared {
-    pub(crate) plan: Arc<Plan>,
+    /// The rules in force (replaced by a reload).
+    plan: std::sync::RwLock<Arc<Plan>>,
+    /// Reload requests, served by the intake thread (which orders them among the input).
+    pub(crate) reload_tx: crossbeam_channel::Sender<ReloadRequest>,
+    pub(crate) reload_rx: crossbeam_channel::Receiver<ReloadRequest>,
+    /// Reloads done and refused.
+    pub(crate) reloads: AtomicU64,
+    pub(crate) reload_failures: AtomicU64,
     pub(crate) zone: Zone,
     pub(crate) clock: ClockMode,
     pub(crate) started: Instant,
@@ -113,11 +119,33 @@ impl std::fmt::Debug for Shared {
     }
 }
 
+/// A request to reload the rules; the outcome goes to `reply` (if any): a summary, or why
+/// the new rules were refused (the old ones stay in force).
+#[derive(Debug)]
+pub(crate) struct ReloadRequest {
+    pub(crate) reply: Option<crossbeam_channel::Sender<Result<String, String>>>,
+}
+
 impl Shared {
+    /// The rules in force.
+    pub(crate) fn plan(&self) -> Arc<Plan> {
+        Arc::clone(&self.plan.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Put new rules in force (for decoding and reporting; the shards get them in order).
+    pub(crate) fn set_plan(&self, plan: Arc<Plan>) {
+        *self.plan.write().unwrap_or_else(|p| p.into_inner()) = plan;
+    }
+
     fn new(plan: Arc<Plan>, cfg: &ServeConfig, shards: usize) -> Shared {
         let (zone, clock) = (cfg.display_zone, cfg.engine.clock);
+        let (reload_tx, reload_rx) = crossbeam_channel::bounded(16);
         Shared {
-            plan,
+            plan: std::sync::RwLock::new(plan),
+            reload_tx,
+            reload_rx,
+            reloads: AtomicU64::new(0),
+            reload_failures: AtomicU64::new(0),
             zone,
             clock,
             started: Instant::now(),
@@ -287,11 +315,31 @@ impl Daemon {
     /// Load the rules, connect to the broker, start every thread and the HTTP endpoints.
     pub fn start(cfg: ServeConfig) -> anyhow::Result<Daemon> {
         install_crypto_provider();
-        let compiled = load_rules(&cfg.rules, Default::default())
+        let (compiled, snapshot) = crate::loader::load_rules_snapshot(&cfg.rules)
             .map_err(|e| anyhow::anyhow!("{}", render_load_error(e)))?;
-        let plan = Arc::new(compiled.plan);
+        let disk_plan = Arc::new(compiled.plan);
         let shards_n = cfg.shards.max(1);
-        check_feeds(&cfg, &plan)?;
+        check_feeds(&cfg, &disk_plan)?;
+
+        // `[history]`: the state to start from (checkpoint, or fresh), the history journal,
+        // the output files' lengths and the input log to replay. The engines are restored
+        // under the rules of their checkpoint; rules changed on disk meanwhile are reloaded
+        // after the replay.
+        let recovered = match &cfg.history {
+            Some(h) => {
+                let data = crate::durable::store::DataDir::new(&h.dir);
+                std::fs::create_dir_all(data.root())
+                    .with_context(|| format!("create {}", data.root().display()))?;
+                durable::save_rules(&data, &snapshot, &disk_plan.ruleset_hash)?;
+                let r = durable::recover(h, &disk_plan, &cfg)?;
+                eprintln!("forewarn serve: {}", r.start);
+                Some((h.clone(), data, r))
+            }
+            None => None,
+        };
+        let plan = recovered
+            .as_ref()
+            .map_or_else(|| Arc::clone(&disk_plan), |(_, _, r)| Arc::clone(&r.plan));
         let shared = Arc::new(Shared::new(Arc::clone(&plan), &cfg, shards_n));
         let stop = Arc::new(AtomicBool::new(false));
 
@@ -302,32 +350,25 @@ impl Daemon {
             let rx = sink_rx.clone();
             lock(&shared.queues).push(("sink".into(), Box::new(move || rx.len())));
         }
-        // `[history]`: the state to start from (checkpoint, or fresh), the history journal,
-        // the output files' lengths and the input log to replay.
-        let recovered = match &cfg.history {
-            Some(h) => {
-                let r = durable::recover(h, &plan, &cfg)?;
-                eprintln!("forewarn serve: {}", r.start);
-                Some((h.clone(), r))
-            }
-            None => None,
-        };
         let (mut engines, sink_history, cut, durable_intake) = match recovered {
-            Some((h, r)) => {
-                let data = crate::durable::store::DataDir::new(&h.dir);
+            Some((h, data, r)) => {
                 let (log, replay) = durable::InputLog::open(&data, &h, r.input, r.checkpoint_no)?;
                 let sink_history = durable::SinkHistory::new(
                     r.history,
-                    data,
+                    data.clone(),
                     h,
-                    durable::fingerprint(&plan, &cfg),
+                    durable::fingerprint(&cfg),
                     r.rows_in_segment,
                     shards_n,
                 );
+                let then_reload =
+                    (r.plan.ruleset_hash != disk_plan.ruleset_hash).then(|| Arc::clone(&disk_plan));
                 let intake = intake::DurableIntake {
                     log,
                     replay,
                     state: r.intake,
+                    data,
+                    then_reload,
                 };
                 (r.engines, Some(sink_history), r.outputs, Some(intake))
             }
@@ -586,11 +627,20 @@ pub fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("signal runtime")?;
+    let reload = daemon.shared.reload_tx.clone();
     rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r,
-            _ = term.recv() => Ok(()),
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => return r,
+                _ = term.recv() => return Ok(()),
+                _ = hup.recv() => {
+                    eprintln!("forewarn serve: SIGHUP: reloading the rules");
+                    let _ = reload.try_send(ReloadRequest { reply: None });
+                }
+            }
         }
     })
     .context("waiting for a signal")?;

@@ -50,6 +50,8 @@ pub(crate) enum ShardMsg {
     Tick(Millis),
     /// A checkpoint barrier: snapshot the engine and pass it on to the sink.
     Barrier(Arc<Barrier>),
+    /// New rules, in force from this point of the input on.
+    Reload(Arc<Plan>),
 }
 
 /// How entities map to shards.
@@ -280,10 +282,31 @@ impl Shard {
                             origin: Arc::clone(&origin),
                             readings,
                             outcomes,
+                            plan: self.engine.plan_arc(),
                         });
                     }
                     context = Some((received, origin));
                 }
+                ShardMsg::Reload(plan) => match self.engine.reload(plan, &mut self.out) {
+                    Ok(r) if self.index == 0 => eprintln!(
+                        "forewarn serve: rules reloaded: rules kept {:?}, added {:?}, removed {:?}, relevelled {:?}; feeds added {:?}, dropped {:?}, emptied {:?}; {} warnings cleared; not yet warm: {}",
+                        r.rules_kept,
+                        r.rules_added,
+                        r.rules_removed,
+                        r.rules_relevelled,
+                        r.feeds_added,
+                        r.feeds_dropped,
+                        r.feeds_emptied,
+                        r.warnings_cleared.len(),
+                        r.needs_warmup
+                            .iter()
+                            .map(|w| w.feed.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    Ok(_) => {}
+                    Err(e) => eprintln!("forewarn serve: shard {}: reload refused: {e}", self.index),
+                },
                 ShardMsg::Barrier(b) => {
                     let snapshot = self.engine.snapshot();
                     let msg = SinkMsg::Barrier {

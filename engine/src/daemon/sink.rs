@@ -49,6 +49,8 @@ pub(crate) enum SinkMsg {
         origin: Arc<Origin>,
         readings: Vec<Decoded>,
         outcomes: Vec<Outcome>,
+        /// The rules the readings were decoded and evaluated under (feed ids refer to it).
+        plan: Arc<forewarn_rules::ir::Plan>,
     },
     /// A shard passed a checkpoint barrier.
     Barrier {
@@ -463,9 +465,9 @@ impl Sink {
                 origin,
                 readings,
                 outcomes,
+                plan,
             } => {
                 if let Some(h) = self.history.as_mut() {
-                    let plan = &self.shared.plan;
                     let rows = readings
                         .iter()
                         .zip(&outcomes)
