@@ -114,12 +114,15 @@ pub struct RuleSnapshot {
     /// The rule source.
     pub source: Vec<u8>,
     /// Each table as the rules name it, with its columns and rows.
-    pub tables: Vec<(String, Vec<String>, Vec<Vec<String>>)>,
+    pub tables: Vec<SnapshotTable>,
 }
+
+/// A table in a [`RuleSnapshot`]: its path as the rules write it, columns and rows.
+pub type SnapshotTable = (String, Vec<String>, Vec<Vec<String>>);
 
 struct RecordingLoader<'a> {
     inner: &'a FsTableLoader,
-    seen: std::cell::RefCell<Vec<(String, Vec<String>, Vec<Vec<String>>)>>,
+    seen: std::cell::RefCell<Vec<SnapshotTable>>,
 }
 
 impl TableLoader for RecordingLoader<'_> {
