@@ -26,7 +26,7 @@ use crate::window::{min_opt, FeedTiming, InsertOutcome, SampleBuffer, WindowValu
 
 mod reload;
 mod snapshot;
-pub use reload::{ClearReason, ReloadClear, ReloadError, ReloadReport, Warmup};
+pub use reload::{ClearReason, ReloadClear, ReloadError, ReloadReport, WarmSample, Warmup};
 pub use snapshot::SnapshotError;
 
 /// Interned entity id: an index into the engine's dense per-entity state.

@@ -285,3 +285,37 @@ fn reload_keeps_state_refuses_bad_rules_and_survives_a_crash() {
     );
     assert!(Path::new(&d.dir.path().join("history/_rules")).is_dir());
 }
+
+#[test]
+fn a_new_long_window_is_warmed_from_the_history() {
+    let broker = Mosquitto::start();
+    let mut d = Serve::new(broker.port);
+    let t0 = t0() - 6 * 3_600_000;
+    let publ = TestClient::connect(broker.port, "rl-pub2", &[], true);
+    // 1 mm every 10 minutes for 6 hours: 36 readings, T+10m .. T+6h
+    for k in 1..=36 {
+        publ.publish("rl/G1/rain", reading(t0, 10 * k, 1.0));
+    }
+    d.wait_read(36.0);
+    // V1 (1 h window) keeps 2 h of samples. A new rule over 6 h:
+    // 36 mm in (T, T+6h] >= 30 mm — only if the 4 older hours come back from the history
+    // (the 2 h the engine kept hold 12 mm).
+    d.rules(
+        "feed rain: depth mm\nrule wet on rain:\n    warn when sum(rain, 1h) >= 10 mm\nrule long on rain:\n    warn when sum(rain, 6h) >= 30 mm\n",
+    );
+    let (code, body) = post(d.http, "/reload");
+    assert_eq!(code, 200, "{body}");
+    let end = Instant::now() + Duration::from_secs(10);
+    while d.warnings(t0).is_empty() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d.stop();
+    // raised at the reload, at the gauge's evaluation time T+6h
+    assert_eq!(
+        d.warnings(t0),
+        vec![("long".to_string(), "raise".to_string(), 360, 1)],
+        "{}",
+        d.log()
+    );
+    assert!(d.log().contains("warmed with 24 samples"), "{}", d.log());
+}

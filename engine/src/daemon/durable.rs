@@ -357,7 +357,7 @@ impl InputLog {
         cfg: &HistoryConfig,
         from: JournalPosition,
         checkpoint_no: u64,
-    ) -> anyhow::Result<(InputLog, Vec<OwnedInput>)> {
+    ) -> anyhow::Result<(InputLog, Vec<(JournalPosition, OwnedInput)>)> {
         let dir = input_dir(data);
         let segments = list_segments(&dir)?;
         let mut replay = Vec::new();
@@ -387,7 +387,13 @@ impl InputLog {
                     }
                 }
                 if replaying && off > start {
-                    replay.push(OwnedInput::from(r));
+                    replay.push((
+                        JournalPosition {
+                            segment: s,
+                            offset: off,
+                        },
+                        OwnedInput::from(r),
+                    ));
                 }
                 at = off;
                 Ok(())
@@ -482,8 +488,18 @@ impl InputLog {
                 && self.last_barrier.elapsed().as_millis() as i64 >= self.cfg.checkpoint_interval)
     }
 
-    /// Sync (rolling a large segment) and return the position a barrier carries.
-    pub(crate) fn barrier_position(&mut self) -> anyhow::Result<JournalPosition> {
+    /// Sync (rolling a large segment) and return the position a barrier carries; while the
+    /// log is being replayed, the position after the record being replayed (`replaying`).
+    pub(crate) fn barrier_position(
+        &mut self,
+        replaying: Option<JournalPosition>,
+    ) -> anyhow::Result<JournalPosition> {
+        if let Some(p) = replaying {
+            self.since_barrier = 0;
+            self.last_barrier = std::time::Instant::now();
+            self.checkpoint_no += 1;
+            return Ok(p);
+        }
         if self.writer.offset() >= INPUT_SEGMENT_BYTES {
             self.writer.roll()?;
         } else {

@@ -197,12 +197,14 @@ fn run_output(
 #[derive(Debug)]
 pub(crate) struct DurableIntake {
     pub(crate) log: InputLog,
-    pub(crate) replay: Vec<OwnedInput>,
+    pub(crate) replay: Vec<(crate::durable::store::JournalPosition, OwnedInput)>,
     pub(crate) state: IntakeState,
     pub(crate) data: crate::durable::store::DataDir,
     /// The rules on disk, when they differ from those the checkpoint was taken under: put
     /// in force (and journaled) once the input log is replayed.
     pub(crate) then_reload: Option<Arc<Plan>>,
+    /// The checkpoint's input position, where the replay starts.
+    pub(crate) replay_from: crate::durable::store::JournalPosition,
 }
 
 pub(crate) fn start(
@@ -217,14 +219,33 @@ pub(crate) fn start(
     let mut o = mqtt_options(m, &m.client_id)?;
     o.set_manual_acks(true);
     let (client, conn) = Client::new(o, 4096);
-    let (log, replay, state, data, then_reload) = match durable {
+    let (log, replay, state, data, then_reload, replay_from) = match durable {
         Some(d) => {
             router.set_sent_time(&d.state.sent_time);
-            (Some(d.log), d.replay, d.state, Some(d.data), d.then_reload)
+            (
+                Some(d.log),
+                d.replay,
+                d.state,
+                Some(d.data),
+                d.then_reload,
+                d.replay_from,
+            )
         }
-        None => (None, Vec::new(), IntakeState::default(), None, None),
+        None => (
+            None,
+            Vec::new(),
+            IntakeState::default(),
+            None,
+            None,
+            crate::durable::store::JournalPosition {
+                segment: 0,
+                offset: 0,
+            },
+        ),
     };
     let intake = Intake {
+        replaying: None,
+        replay_from,
         rules_path: cfg.rules.clone(),
         data,
         then_reload,
@@ -264,7 +285,11 @@ struct Intake {
     /// The input log (`[history]`): messages are journaled, and acknowledged once durable.
     log: Option<InputLog>,
     /// Input-log records after the checkpoint, replayed before going live.
-    replay: Vec<OwnedInput>,
+    replay: Vec<(crate::durable::store::JournalPosition, OwnedInput)>,
+    /// While replaying: the input log position after the record being replayed.
+    replaying: Option<crate::durable::store::JournalPosition>,
+    /// Where the replay starts (the checkpoint's input position).
+    replay_from: crate::durable::store::JournalPosition,
     /// Messages journaled but not yet acknowledged (waiting for the log's fsync).
     pending: Vec<rumqttc::Publish>,
     pending_since: Option<Instant>,
@@ -420,11 +445,28 @@ impl Intake {
     /// Replay the input log's records after the checkpoint (before going live).
     fn replay_log(&mut self) -> Result<(), ()> {
         let records = std::mem::take(&mut self.replay);
+        let result = self.replay_records(records);
+        self.replaying = None;
+        result
+    }
+
+    fn replay_records(
+        &mut self,
+        records: Vec<(crate::durable::store::JournalPosition, OwnedInput)>,
+    ) -> Result<(), ()> {
         if records.is_empty() {
             return Ok(());
         }
         let n = records.len();
-        for r in records {
+        let mut before = self.replay_from;
+        for (pos, r) in records {
+            if matches!(r, OwnedInput::Reload(_)) {
+                // as when it happened: a checkpoint just before the reload record
+                self.replaying = Some(before);
+                self.checkpoint_before_reload()?;
+            }
+            self.replaying = Some(pos);
+            before = pos;
             match r {
                 OwnedInput::Message {
                     received_at,
@@ -463,10 +505,31 @@ impl Intake {
     /// Put new rules in force at this point of the input: for decoding here, and in every
     /// shard after what was routed before.
     fn apply_reload(&mut self, plan: Arc<Plan>) -> Result<(), ()> {
+        // windows the new rules lengthen are warmed from the history up to this point, made
+        // durable by the checkpoint taken just before (see `checkpoint_before_reload`)
+        let after = self.log.as_ref().map_or(0, |l| l.checkpoint_no);
         self.shared.set_plan(Arc::clone(&plan));
+        let warm = self
+            .data
+            .as_ref()
+            .map(|d| (d.root().to_path_buf(), self.readings));
         self.router
-            .broadcast(|| ShardMsg::Reload(Arc::clone(&plan)))
+            .broadcast(|| ShardMsg::Reload {
+                plan: Arc::clone(&plan),
+                warm: warm.clone(),
+                after,
+            })
             .map_err(|_| ())
+    }
+
+    /// A checkpoint just before a reload (with `[history]`): the history up to it is on disk
+    /// for warming the new windows, and a restart from it replays the reload.
+    fn checkpoint_before_reload(&mut self) -> Result<(), ()> {
+        if self.log.is_some() {
+            self.commit();
+            self.barrier(false)?;
+        }
+        Ok(())
     }
 
     /// Load the rule file again; refused (old rules kept) when it does not compile.
@@ -487,6 +550,8 @@ impl Intake {
         if plan.ruleset_hash == before {
             return Ok(format!("rules unchanged (rule set {before})"));
         }
+        self.checkpoint_before_reload()
+            .map_err(|()| "the daemon is stopping".to_string())?;
         if let (Some(log), Some(data)) = (self.log.as_mut(), self.data.as_ref()) {
             if let Some(snap) = &snapshot {
                 super::durable::save_rules(data, snap, &plan.ruleset_hash)
@@ -587,7 +652,7 @@ impl Intake {
         let Some(log) = self.log.as_mut() else {
             return Ok(());
         };
-        let input = match log.barrier_position() {
+        let input = match log.barrier_position(self.replaying) {
             Ok(p) => p,
             Err(e) => {
                 self.log_errors.log(format_args!(

@@ -108,6 +108,8 @@ pub(crate) struct Shared {
     pub(crate) bad_topics: AtomicU64,
     /// Checkpoints written, and the size of the last one (`[history]`).
     pub(crate) checkpoints: AtomicU64,
+    /// Number of the last checkpoint written.
+    pub(crate) last_checkpoint: AtomicU64,
     pub(crate) checkpoint_bytes: AtomicU64,
     /// Redeliveries of journaled messages acknowledged without evaluating them again.
     pub(crate) redeliveries: AtomicU64,
@@ -187,6 +189,7 @@ impl Shared {
             republish: AtomicBool::new(false),
             bad_topics: AtomicU64::new(0),
             checkpoints: AtomicU64::new(0),
+            last_checkpoint: AtomicU64::new(0),
             checkpoint_bytes: AtomicU64::new(0),
             redeliveries: AtomicU64::new(0),
         }
@@ -369,6 +372,7 @@ impl Daemon {
                     state: r.intake,
                     data,
                     then_reload,
+                    replay_from: r.input,
                 };
                 (r.engines, Some(sink_history), r.outputs, Some(intake))
             }

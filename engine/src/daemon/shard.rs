@@ -50,8 +50,14 @@ pub(crate) enum ShardMsg {
     Tick(Millis),
     /// A checkpoint barrier: snapshot the engine and pass it on to the sink.
     Barrier(Arc<Barrier>),
-    /// New rules, in force from this point of the input on.
-    Reload(Arc<Plan>),
+    /// New rules, in force from this point of the input on; windows they lengthen are warmed
+    /// from the history in `warm` (data directory, and the arrival number of the reload).
+    Reload {
+        plan: Arc<Plan>,
+        warm: Option<(std::path::PathBuf, u64)>,
+        /// The checkpoint sent just before (its history is on disk once it is written).
+        after: u64,
+    },
 }
 
 /// How entities map to shards.
@@ -287,9 +293,24 @@ impl Shard {
                     }
                     context = Some((received, origin));
                 }
-                ShardMsg::Reload(plan) => match self.engine.reload(plan, &mut self.out) {
-                    Ok(r) if self.index == 0 => eprintln!(
-                        "forewarn serve: rules reloaded: rules kept {:?}, added {:?}, removed {:?}, relevelled {:?}; feeds added {:?}, dropped {:?}, emptied {:?}; {} warnings cleared; not yet warm: {}",
+                ShardMsg::Reload { plan, warm, after } => match self.engine.reload_warm(
+                    plan,
+                    &mut |spans| {
+                        // the history up to the reload is on disk once the checkpoint sent
+                        // just before it is written
+                        let end = Instant::now() + Duration::from_secs(60);
+                        while self.shared.last_checkpoint.load(Ordering::SeqCst) < after
+                            && Instant::now() < end
+                        {
+                            std::thread::sleep(Duration::from_millis(2));
+                        }
+                        warm_from(warm.as_ref(), spans)
+                    },
+                    &mut self.out,
+                ) {
+                    Ok(r) => eprintln!(
+                        "forewarn serve: shard {}: rules reloaded: rules kept {:?}, added {:?}, removed {:?}, relevelled {:?}; feeds added {:?}, dropped {:?}, emptied {:?}; {} warnings cleared; lengthened windows of [{}] warmed with {} samples from the history",
+                        self.index,
                         r.rules_kept,
                         r.rules_added,
                         r.rules_removed,
@@ -302,9 +323,9 @@ impl Shard {
                             .iter()
                             .map(|w| w.feed.as_str())
                             .collect::<Vec<_>>()
-                            .join(", ")
+                            .join(", "),
+                        r.warmed
                     ),
-                    Ok(_) => {}
                     Err(e) => eprintln!("forewarn serve: shard {}: reload refused: {e}", self.index),
                 },
                 ShardMsg::Barrier(b) => {
@@ -374,6 +395,23 @@ impl Shard {
         };
         lock(&self.shared.snapshots)[self.index] = snap;
     }
+}
+
+/// Samples of the history for the spans a reload's new windows miss (nothing without a
+/// history, or when it cannot be read: then the windows fill as data arrives).
+fn warm_from(
+    warm: Option<&(std::path::PathBuf, u64)>,
+    spans: &[crate::engine::Warmup],
+) -> Vec<crate::engine::WarmSample> {
+    #[cfg(feature = "history")]
+    if let Some((dir, before)) = warm {
+        match crate::history::warm_samples(dir, spans, *before) {
+            Ok(v) => return v,
+            Err(e) => eprintln!("forewarn serve: cannot warm windows from the history: {e}"),
+        }
+    }
+    let _ = (warm, spans);
+    Vec::new()
 }
 
 /// A reading the engine rejected, as a dead letter with its message's topic and payload.

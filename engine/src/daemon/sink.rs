@@ -525,6 +525,9 @@ impl Sink {
                         self.shared
                             .checkpoint_bytes
                             .store(h.last_bytes, std::sync::atomic::Ordering::Relaxed);
+                        self.shared
+                            .last_checkpoint
+                            .store(b.n, std::sync::atomic::Ordering::SeqCst);
                     }
                 }
             }

@@ -103,6 +103,19 @@ pub struct Warmup {
     pub to: Millis,
 }
 
+/// A sample from a history store, to warm a window a reload lengthened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WarmSample {
+    /// Entity id.
+    pub entity: String,
+    /// Feed name.
+    pub feed: String,
+    /// Event time, UTC ms.
+    pub ts: Millis,
+    /// The value in force at `ts`, in the feed's declared unit (as received).
+    pub value: f64,
+}
+
 /// What a reload did. Names are in plan order (new plan; old plan for what was removed),
 /// entities in the order the engine first saw them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -133,6 +146,8 @@ pub struct ReloadReport {
     pub warnings_cleared: Vec<ReloadClear>,
     /// Kept feeds whose new windows reach further back than the samples kept.
     pub needs_warmup: Vec<Warmup>,
+    /// Samples put into windows from the caller's history ([`Engine::reload_warm`]).
+    pub warmed: u64,
     /// Entities evaluated at once because an input of one of their rules changed.
     pub entities_reevaluated: Vec<String>,
     /// Held (reorder) readings of dropped or emptied feeds, discarded.
@@ -507,6 +522,21 @@ impl Engine {
         plan: impl Into<Arc<Plan>>,
         out: &mut dyn Sink,
     ) -> Result<ReloadReport, ReloadError> {
+        self.reload_warm(plan, &mut |_| Vec::new(), out)
+    }
+
+    /// [`Engine::reload`], warming what the new windows miss: `warm` is asked once for the
+    /// samples of the [`ReloadReport::needs_warmup`] spans (from a history store) and they are
+    /// put into the windows *before* the new rules are evaluated, so a new 24 h rule sees the
+    /// last 24 h at once. Samples of entities the engine does not know, of feeds not asked
+    /// for, or outside the spans are ignored; a timestamp the engine still holds keeps its
+    /// value. `warmed` in the report counts the samples put in.
+    pub fn reload_warm(
+        &mut self,
+        plan: impl Into<Arc<Plan>>,
+        warm: &mut dyn FnMut(&[Warmup]) -> Vec<WarmSample>,
+        out: &mut dyn Sink,
+    ) -> Result<ReloadReport, ReloadError> {
         let new: Arc<Plan> = plan.into();
         check_plan(&new)?;
         let old = Arc::clone(&self.plan);
@@ -747,6 +777,34 @@ impl Engine {
                 rs.skipped = !rows && data;
                 if rs.skipped {
                     self.counters.skipped_no_table[r2] += 1;
+                }
+            }
+        }
+
+        // 2b. Warm the windows the new rules lengthened from the caller's history.
+        if !report.needs_warmup.is_empty() {
+            let samples = warm(&report.needs_warmup);
+            for w in samples {
+                let Some(f) = new.feed_by_name(&w.feed) else {
+                    continue;
+                };
+                let Some(span) = report.needs_warmup.iter().find(|s| s.feed == w.feed) else {
+                    continue;
+                };
+                if w.ts <= span.from || w.ts > span.to || !w.value.is_finite() {
+                    continue;
+                }
+                let Some(&e) = self.ids.get(w.entity.as_str()) else {
+                    continue;
+                };
+                let v = w.value * new.feeds[f].scale;
+                let slot = &mut self.entities[e as usize].feeds[f];
+                if slot
+                    .buf
+                    .insert(w.ts, v, forewarn_rules::ir::DuplicatePolicy::Ignore)
+                    == crate::window::InsertOutcome::New
+                {
+                    report.warmed += 1;
                 }
             }
         }

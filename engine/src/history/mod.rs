@@ -29,7 +29,8 @@ pub mod schema;
 mod seal;
 
 pub use replay::{
-    history_files, read_history_batches, replay_history, HistoryBatches, OwnedBatch, OwnedReading,
+    history_files, read_history_batches, replay_history, warm_samples, HistoryBatches, OwnedBatch,
+    OwnedReading,
 };
 pub use seal::{day_of, seal_segment, SealStats};
 

@@ -419,3 +419,148 @@ pub fn replay_history(
     }
     Ok(stats)
 }
+
+/// Samples to warm windows a rule reload lengthened ([`crate::engine::Warmup`] spans): for
+/// every (entity, feed, ts) with `ts` in a span's `(from, to]`, the value in force among the
+/// readings that arrived before arrival number `before` (the reload's place in the input:
+/// a crash recovery replaying the reload gets the same samples). Reads the Parquet files of
+/// the days the spans cover and the journal segments not sealed yet.
+pub fn warm_samples(
+    history_dir: &Path,
+    spans: &[crate::engine::Warmup],
+    before: u64,
+) -> Result<Vec<crate::engine::WarmSample>, HistoryError> {
+    use std::collections::BTreeMap;
+    // (seq, entity, feed, ts, value, outcome)
+    type Arrival = (u64, String, String, Millis, f64, String);
+    let wanted = |feed: &str, ts: Millis| {
+        spans
+            .iter()
+            .any(|s| s.feed == feed && ts > s.from && ts <= s.to)
+    };
+    let mut rows: Vec<Arrival> = Vec::new();
+    // Parquet: only the day partitions the spans touch
+    let mut days = std::collections::BTreeSet::new();
+    for s in spans {
+        let (Some(a), Some(b)) = (super::day_of(s.from + 1), super::day_of(s.to)) else {
+            continue;
+        };
+        let mut d = a;
+        loop {
+            days.insert(format!("date={d}"));
+            match d.succ_opt() {
+                Some(next) if d < b => d = next,
+                _ => break,
+            }
+        }
+    }
+    for f in history_files(history_dir, Kind::Readings)? {
+        let day = f
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !days.contains(&day) {
+            continue;
+        }
+        let file = File::open(&f).map_err(HistoryError::io(&f))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .and_then(|b| b.with_batch_size(64 * 1024).build())
+            .map_err(HistoryError::parquet(&f))?;
+        for batch in reader {
+            let batch = batch.map_err(HistoryError::arrow(&f))?;
+            let c = Columns {
+                path: &f,
+                batch: &batch,
+            };
+            let seq = c.u64("seq")?;
+            let entity = c.string("entity")?;
+            let feed = c.string("feed")?;
+            let ts = c.timestamp("ts")?;
+            let value = c.column("value", &DataType::Float64)?;
+            let value = value.as_primitive::<Float64Type>();
+            let text = c.string("text")?;
+            let outcome = c.string("outcome")?;
+            for i in 0..batch.num_rows() {
+                let (Some(e), Some(fd)) = (opt_str(entity, i), opt_str(feed, i)) else {
+                    continue;
+                };
+                if seq.value(i) >= before || !wanted(fd, ts.value(i)) {
+                    continue;
+                }
+                let v = if value.is_valid(i) {
+                    value.value(i)
+                } else {
+                    match opt_str(text, i).and_then(|t| t.trim().parse().ok()) {
+                        Some(v) => v,
+                        None => continue,
+                    }
+                };
+                rows.push((
+                    seq.value(i),
+                    e.to_string(),
+                    fd.to_string(),
+                    ts.value(i),
+                    v,
+                    opt_str(outcome, i).unwrap_or("").to_string(),
+                ));
+            }
+        }
+    }
+    // the journal segments not sealed yet (a sealed one may still be there: its rows are
+    // then read twice, which the value-in-force map below makes harmless)
+    let journal = history_dir.join("_journal");
+    for s in crate::durable::journal::list_segments(&journal).map_err(HistoryError::io(&journal))? {
+        let path = journal.join(crate::durable::journal::segment_name(s));
+        let bytes = crate::durable::journal::read_segment_bytes(&path)?;
+        crate::durable::journal::scan_segment(&path, &bytes, 0, |_, e| {
+            if let crate::durable::Entry::Batch(b) = e {
+                for (i, r) in b.readings.iter().enumerate() {
+                    let seq = b.seq + i as u64;
+                    if seq >= before || !r.outcome.accepted() || !wanted(&r.feed, r.ts) {
+                        continue;
+                    }
+                    let v = match (r.value, &r.text) {
+                        (Some(v), _) => v,
+                        (None, Some(t)) => match t.trim().parse() {
+                            Ok(v) => v,
+                            Err(_) => continue,
+                        },
+                        (None, None) => continue,
+                    };
+                    rows.push((
+                        seq,
+                        r.entity.to_string(),
+                        r.feed.to_string(),
+                        r.ts,
+                        v,
+                        r.outcome.as_str().to_string(),
+                    ));
+                }
+            }
+            Ok(())
+        })?;
+    }
+    rows.sort_by_key(|r| r.0);
+    rows.dedup_by_key(|r| r.0);
+    let mut in_force: BTreeMap<(String, String, Millis), f64> = BTreeMap::new();
+    for (_, entity, feed, ts, v, outcome) in rows {
+        let key = (entity, feed, ts);
+        match outcome.as_str() {
+            "on_time" | "late" | "replaced" | "held" => {
+                in_force.insert(key, v);
+            }
+            "added" => *in_force.entry(key).or_insert(0.0) += v,
+            _ => {} // duplicate, ignored: nothing changed
+        }
+    }
+    Ok(in_force
+        .into_iter()
+        .map(|((entity, feed, ts), value)| crate::engine::WarmSample {
+            entity,
+            feed,
+            ts,
+            value,
+        })
+        .collect())
+}
