@@ -1253,3 +1253,89 @@ fn fresh_mark(plan: &Arc<Plan>, calls: &[Call], cut: usize) -> usize {
     }
     out.len()
 }
+
+/// `reload_warm`: the samples the new 6 h window misses come back from the caller's history
+/// before the new rule is evaluated. 1 mm every 10 minutes for 6 h (36 readings); the old
+/// rules (1 h window) keep 2 h, so the missing span is (T, T+4h]: 24 samples. With them the
+/// new rule sees 36 mm >= 30 mm at the reload (τ = T+6h); without them, 12 mm.
+#[test]
+fn reload_warm_fills_the_missing_span_before_evaluating() {
+    use forewarn_engine::engine::WarmSample;
+    const T: Millis = 1_719_792_000_000;
+    const MIN: Millis = 60_000;
+    let old =
+        plan("feed rain: depth mm\nrule wet on rain:\n    warn when sum(rain, 1h) >= 10 mm\n");
+    let new = plan(
+        "feed rain: depth mm\nrule wet on rain:\n    warn when sum(rain, 1h) >= 10 mm\nrule long on rain:\n    warn when sum(rain, 6h) >= 30 mm\n",
+    );
+    let history: Vec<WarmSample> = (1..=36)
+        .map(|k| WarmSample {
+            entity: "G1".into(),
+            feed: "rain".into(),
+            ts: T + 10 * k * MIN,
+            value: 1.0,
+        })
+        .collect();
+    let run = |warm: bool| {
+        let mut e = Engine::new(Arc::clone(&old), EngineConfig::default());
+        let rain = e.feed("rain").unwrap();
+        let mut out: Vec<Output> = Vec::new();
+        for s in &history {
+            let r = Reading {
+                entity: "G1",
+                feed: rain,
+                ts: s.ts,
+                value: Value::Num(s.value),
+                tag: 0,
+            };
+            e.push(&r, &mut out).unwrap();
+        }
+        out.clear();
+        let mut asked = Vec::new();
+        let report = e
+            .reload_warm(
+                Arc::clone(&new),
+                &mut |spans: &[Warmup]| {
+                    asked = spans.to_vec();
+                    if warm {
+                        history.clone()
+                    } else {
+                        Vec::new()
+                    }
+                },
+                &mut out,
+            )
+            .unwrap();
+        (report, asked, out)
+    };
+    let (report, asked, out) = run(true);
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].feed, "rain");
+    assert_eq!((asked[0].from, asked[0].to), (T, T + 240 * MIN));
+    assert_eq!(
+        report.warmed, 24,
+        "the 12 samples the engine still holds are not added twice"
+    );
+    let raised: Vec<(&str, Millis, Option<f64>)> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Warning(w) => Some((
+                w.rule.as_str(),
+                w.event_time,
+                w.values
+                    .iter()
+                    .find(|(k, _)| k.contains("6h"))
+                    .and_then(|(_, v)| *v),
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(raised, vec![("long", T + 360 * MIN, Some(36.0))]);
+
+    let (report, _, out) = run(false);
+    assert_eq!(report.warmed, 0);
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Warning(_))),
+        "cold: 12 mm in the window, no warning"
+    );
+}
