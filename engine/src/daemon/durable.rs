@@ -174,6 +174,9 @@ pub(crate) struct Recovered {
     pub(crate) checkpoint_no: u64,
     /// What was decided, for the log.
     pub(crate) start: String,
+    /// After a rebuild from the history: per shard, the last message whose readings for
+    /// that shard the history holds (the replay skips them); empty otherwise.
+    pub(crate) skip: Vec<u64>,
 }
 
 impl std::fmt::Debug for Recovered {
@@ -265,6 +268,7 @@ pub(crate) fn recover(
             }
             let history = reopen_at(&data, c.history).map_err(anyhow::Error::msg)?;
             Ok(Recovered {
+                skip: Vec::new(),
                 plan: under,
                 engines,
                 intake: c.intake,
@@ -297,34 +301,184 @@ pub(crate) fn recover(
             }
             let id = next_history_segment(&data)?;
             let history = JournalWriter::open(&data.journal(), id, 0)?;
-            let input = match &other {
-                Some((_, c)) => c.input,
-                None => JournalPosition {
-                    segment: list_segments(&input_dir(&data))?
-                        .first()
-                        .copied()
-                        .unwrap_or(0),
-                    offset: 0,
-                },
+            // The whole input log is replayed; what the history already holds is rebuilt
+            // from it first (outputs discarded: they were written), and skipped in the replay.
+            let input = JournalPosition {
+                segment: list_segments(&input_dir(&data))?
+                    .first()
+                    .copied()
+                    .unwrap_or(0),
+                offset: 0,
+            };
+            let rebuilt = rebuild(&data, plan, cfg, shards)?;
+            let start = match &rebuilt.summary {
+                Some(s) => format!("{prefix}state rebuilt from the history ({why}): {s}"),
+                None => format!("{prefix}fresh state ({why})"),
             };
             Ok(Recovered {
                 plan: Arc::clone(plan),
-                engines: (0..shards)
-                    .map(|_| Engine::new(Arc::clone(plan), cfg.engine.clone()))
-                    .collect(),
-                intake: IntakeState {
-                    sent_time: vec![None; shards],
-                    ..IntakeState::default()
-                },
+                engines: rebuilt.engines,
+                intake: rebuilt.intake,
                 input,
                 history,
                 rows_in_segment: 0,
                 outputs: None,
                 checkpoint_no,
-                start: format!("{prefix}fresh state ({why})"),
+                start,
+                skip: rebuilt.skip,
             })
         }
     }
+}
+
+/// Engines rebuilt from the history, and where the input log replay goes on from.
+struct Rebuilt {
+    engines: Vec<Engine>,
+    intake: IntakeState,
+    skip: Vec<u64>,
+    summary: Option<String>,
+}
+
+/// The number of the first message the input log holds.
+fn first_logged_message(data: &DataDir) -> anyhow::Result<Option<u64>> {
+    let dir = input_dir(data);
+    for s in list_segments(&dir)? {
+        let path = dir.join(segment_name(s));
+        let bytes = read_segment_bytes(&path)?;
+        let mut first = None;
+        scan_records(&path, &bytes, 0, |_, r: InputRecord<'_>| {
+            if let (None, InputRecord::Message { seq, .. }) = (first, &r) {
+                first = Some(*seq);
+            }
+            Ok(())
+        })?;
+        if first.is_some() {
+            return Ok(first);
+        }
+    }
+    Ok(None)
+}
+
+/// Rebuild the shards' engines from the Parquet history (every accepted reading, batch by
+/// batch in arrival order, routed as the intake routes; outputs discarded), when there is no
+/// checkpoint to restore: a daemon never runs on empty state while its history says more.
+#[cfg(feature = "history")]
+fn rebuild(
+    data: &DataDir,
+    plan: &Arc<Plan>,
+    cfg: &ServeConfig,
+    shards: usize,
+) -> anyhow::Result<Rebuilt> {
+    use crate::engine::{Reading, Value};
+    let senders = (0..shards)
+        .map(|_| crossbeam_channel::bounded(1).0)
+        .collect();
+    let router = super::shard::Router::new(plan, senders);
+    let mut engines: Vec<Engine> = (0..shards)
+        .map(|_| Engine::new(Arc::clone(plan), cfg.engine.clone()))
+        .collect();
+    let first = first_logged_message(data)?;
+    let limit = super::now_ms().saturating_add(
+        cfg.engine
+            .future_skew
+            .unwrap_or(crate::engine::DEFAULT_FUTURE_SKEW),
+    );
+    let mut skip = vec![0u64; shards];
+    let mut state = IntakeState {
+        sent_time: vec![None; shards],
+        ..IntakeState::default()
+    };
+    let (mut batches, mut readings, mut stream) = (0u64, 0u64, None::<Millis>);
+    let mut out: Vec<crate::record::Output> = Vec::new();
+    for b in crate::history::read_history_batches(data.root())? {
+        let b = b?;
+        batches += 1;
+        let before_log = first.is_none_or(|f| b.line < f);
+        let mut parts: Vec<Vec<Reading<'_>>> = (0..shards).map(|_| Vec::new()).collect();
+        for r in &b.readings {
+            let Some(feed) = plan.feed_by_name(&r.feed) else {
+                continue;
+            };
+            let value = match (&r.value, &r.text) {
+                (Some(v), _) => Value::Num(*v),
+                (None, Some(t)) => Value::Text(t),
+                (None, None) => continue,
+            };
+            let s = router.shard_of(&r.entity);
+            parts[s].push(Reading {
+                entity: &r.entity,
+                feed,
+                ts: r.ts,
+                value,
+                tag: b.line,
+            });
+            skip[s] = skip[s].max(b.line);
+            if before_log {
+                state.readings = state.readings.max(r.seq + 1);
+                if r.ts <= limit {
+                    stream = stream.max(Some(r.ts));
+                }
+            }
+            readings += 1;
+        }
+        for (s, part) in parts.iter().enumerate() {
+            match part.as_slice() {
+                [] => {}
+                [one] => {
+                    let _ = engines[s].push(one, &mut out);
+                }
+                many => {
+                    engines[s].push_batch(many, &mut out);
+                }
+            }
+        }
+        if let Some(t) = stream {
+            for e in engines.iter_mut() {
+                e.observe_stream_time(t, &mut out);
+            }
+        }
+        out.clear();
+    }
+    if batches == 0 {
+        return Ok(Rebuilt {
+            engines,
+            intake: state,
+            skip: Vec::new(),
+            summary: None,
+        });
+    }
+    state.stream_time = stream;
+    // the intake numbers messages on from the log's first one (or after the history's last)
+    state.seq = match first {
+        Some(f) => f.saturating_sub(1),
+        None => skip.iter().copied().max().unwrap_or(0),
+    };
+    Ok(Rebuilt {
+        engines,
+        intake: state,
+        skip,
+        summary: Some(format!("{readings} readings in {batches} batches replayed")),
+    })
+}
+
+#[cfg(not(feature = "history"))]
+fn rebuild(
+    _data: &DataDir,
+    plan: &Arc<Plan>,
+    cfg: &ServeConfig,
+    shards: usize,
+) -> anyhow::Result<Rebuilt> {
+    Ok(Rebuilt {
+        engines: (0..shards)
+            .map(|_| Engine::new(Arc::clone(plan), cfg.engine.clone()))
+            .collect(),
+        intake: IntakeState {
+            sent_time: vec![None; shards],
+            ..IntakeState::default()
+        },
+        skip: Vec::new(),
+        summary: None,
+    })
 }
 
 fn message_hash(topic: &str, payload: &[u8]) -> u64 {

@@ -205,6 +205,8 @@ pub(crate) struct DurableIntake {
     pub(crate) then_reload: Option<Arc<Plan>>,
     /// The checkpoint's input position, where the replay starts.
     pub(crate) replay_from: crate::durable::store::JournalPosition,
+    /// After a rebuild from the history: per shard, the last message it already has.
+    pub(crate) skip: Vec<u64>,
 }
 
 pub(crate) fn start(
@@ -222,6 +224,7 @@ pub(crate) fn start(
     let (log, replay, state, data, then_reload, replay_from) = match durable {
         Some(d) => {
             router.set_sent_time(&d.state.sent_time);
+            router.set_skip(d.skip);
             (
                 Some(d.log),
                 d.replay,
@@ -433,6 +436,9 @@ impl Intake {
     }
 
     fn dead(&self, d: DeadLetter) -> Result<(), ()> {
+        if self.replaying.is_some() && self.router.rebuilt(d.line) {
+            return Ok(()); // the history holds it already
+        }
         self.shared.count_intake_rejection(d.reason);
         self.sink.send(SinkMsg::Dead(d)).map_err(|_| ())
     }

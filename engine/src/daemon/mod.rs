@@ -373,6 +373,7 @@ impl Daemon {
                     data,
                     then_reload,
                     replay_from: r.input,
+                    skip: r.skip,
                 };
                 (r.engines, Some(sink_history), r.outputs, Some(intake))
             }

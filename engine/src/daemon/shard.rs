@@ -75,6 +75,9 @@ enum ShardKey {
 /// Splits messages into per-shard batches and sends them (blocking: backpressure).
 #[derive(Debug)]
 pub(crate) struct Router {
+    /// After a rebuild from the history: per shard, the last message whose part the shard
+    /// already has (its part of such a message is not sent again).
+    skip: Vec<u64>,
     plan: Arc<Plan>,
     key: ShardKey,
     senders: Vec<Sender<ShardMsg>>,
@@ -102,6 +105,7 @@ impl Router {
         };
         let n = senders.len();
         Router {
+            skip: Vec::new(),
             plan: Arc::clone(plan),
             key,
             senders,
@@ -140,8 +144,9 @@ impl Router {
         first_seq: u64,
         stream_time: Option<Millis>,
     ) -> Result<(), SendError<ShardMsg>> {
+        let done = |s: usize| self.skip.get(s).is_some_and(|&k| origin.seq <= k);
         if self.senders.len() == 1 {
-            if !readings.is_empty() {
+            if !readings.is_empty() && !done(0) {
                 self.senders[0].send(ShardMsg::Readings {
                     readings,
                     stream_time: stream_time.unwrap_or(Millis::MIN),
@@ -161,7 +166,10 @@ impl Router {
         let mut next_seq = first_seq;
         for s in 0..self.senders.len() {
             let part = std::mem::take(&mut self.parts[s]);
-            if !part.is_empty() {
+            if !part.is_empty() && self.skip.get(s).is_some_and(|&k| origin.seq <= k) {
+                // rebuilt from the history already: numbered, not sent again
+                next_seq += part.len() as u64;
+            } else if !part.is_empty() {
                 let n = part.len() as u64;
                 self.senders[s].send(ShardMsg::Readings {
                     readings: part,
@@ -189,6 +197,16 @@ impl Router {
             tx.send(msg())?;
         }
         Ok(())
+    }
+
+    /// After a rebuild from the history: per shard, the last message it already has.
+    pub(crate) fn set_skip(&mut self, skip: Vec<u64>) {
+        self.skip = skip;
+    }
+
+    /// Whether message `seq` is already in the history (rebuilt) for some shard.
+    pub(crate) fn rebuilt(&self, seq: u64) -> bool {
+        self.skip.iter().any(|&k| seq <= k)
     }
 
     /// The number of shards.
