@@ -82,26 +82,7 @@ pub fn load_rules(
     path: &Path,
     overrides: HashMap<String, PathBuf>,
 ) -> Result<LoadedRules, LoadError> {
-    // bytes: a file that is not UTF-8 is a diagnostic with line and column (E004), not an I/O
-    // error
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let loader = FsTableLoader {
-        base: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
-        overrides,
-    };
-    let name = path.display().to_string();
-    let Compiled { plan, warnings } = forewarn_rules::compile_bytes(&bytes, &name, &loader)
-        .map_err(|d| LoadError::Invalid {
-            path: path.to_path_buf(),
-            diagnostics: Box::new(d),
-        })?;
-    // a file that compiles is UTF-8
-    let source = String::from_utf8_lossy(&bytes);
-    let warnings = Diagnostics::from_warnings(&name, &source, &warnings);
-    Ok(LoadedRules { plan, warnings })
+    load_rules_with(path, overrides).map(|(loaded, _)| loaded)
 }
 
 /// Everything a rule set was compiled from — the rule source and every table's contents —
@@ -150,13 +131,22 @@ impl TableLoader for RuleSnapshot {
 
 /// [`load_rules`], also returning what the rules were compiled from.
 pub fn load_rules_snapshot(path: &Path) -> Result<(LoadedRules, RuleSnapshot), LoadError> {
+    load_rules_with(path, HashMap::new())
+}
+
+fn load_rules_with(
+    path: &Path,
+    overrides: HashMap<String, PathBuf>,
+) -> Result<(LoadedRules, RuleSnapshot), LoadError> {
+    // bytes: a file that is not UTF-8 is a diagnostic with line and column (E004), not an I/O
+    // error
     let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
         path: path.to_path_buf(),
         source,
     })?;
     let fs = FsTableLoader {
         base: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
-        overrides: HashMap::new(),
+        overrides,
     };
     let loader = RecordingLoader {
         inner: &fs,
@@ -168,6 +158,7 @@ pub fn load_rules_snapshot(path: &Path) -> Result<(LoadedRules, RuleSnapshot), L
             path: path.to_path_buf(),
             diagnostics: Box::new(d),
         })?;
+    // a file that compiles is UTF-8
     let source = String::from_utf8_lossy(&bytes);
     let warnings = Diagnostics::from_warnings(&name, &source, &warnings);
     let snapshot = RuleSnapshot {

@@ -5,6 +5,7 @@
 #![cfg(all(feature = "daemon", feature = "history"))]
 
 mod daemon_support;
+mod durable_support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use daemon_support::{free_port, http_get, metric, Mosquitto, TestClient};
+use durable_support::{history_rows, newest_checkpoint, Lcg};
 use serde_json::Value;
 
 fn root() -> PathBuf {
@@ -153,22 +155,6 @@ fn sigterm(child: &mut Child) {
     }
 }
 
-fn newest_checkpoint(dir: &Path) -> u64 {
-    std::fs::read_dir(dir.join("history/_checkpoints"))
-        .map(|rd| {
-            rd.filter_map(|e| {
-                let name = e.ok()?.file_name().to_string_lossy().into_owned();
-                name.strip_prefix("ckpt-")?
-                    .strip_suffix(".bin")?
-                    .parse()
-                    .ok()
-            })
-            .max()
-            .unwrap_or(0)
-        })
-        .unwrap_or(0)
-}
-
 /// Lines of an output file, without wall-clock fields, sorted (shards interleave).
 fn lines(dir: &Path, name: &str) -> Vec<String> {
     let text = std::fs::read_to_string(dir.join("out").join(name)).unwrap_or_default();
@@ -186,62 +172,6 @@ fn lines(dir: &Path, name: &str) -> Vec<String> {
     v
 }
 
-/// Every Parquet row of a history kind, without wall-clock columns, sorted.
-fn history_rows(dir: &Path, kind: &str) -> Vec<String> {
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let mut rows = Vec::new();
-    let Ok(days) = std::fs::read_dir(dir.join("history").join(kind)) else {
-        return rows;
-    };
-    for day in days {
-        let day = day.unwrap().path();
-        for f in std::fs::read_dir(&day).unwrap() {
-            let f = f.unwrap().path();
-            let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&f).unwrap())
-                .unwrap()
-                .build()
-                .unwrap();
-            for batch in reader {
-                let batch = batch.unwrap();
-                let schema = batch.schema();
-                let cols: Vec<arrow_array::ArrayRef> = (0..batch.num_columns())
-                    .filter(|&i| {
-                        !matches!(
-                            schema.field(i).name().as_str(),
-                            "emitted_at" | "received_at"
-                        )
-                    })
-                    .map(|i| {
-                        let c = batch.column(i);
-                        match c.data_type() {
-                            arrow_schema::DataType::Timestamp(..) => {
-                                arrow_cast::cast(c, &arrow_schema::DataType::Int64).unwrap()
-                            }
-                            _ => c.clone(),
-                        }
-                    })
-                    .collect();
-                let fmts: Vec<_> = cols
-                    .iter()
-                    .map(|c| {
-                        arrow_cast::display::ArrayFormatter::try_new(
-                            c.as_ref(),
-                            &Default::default(),
-                        )
-                        .unwrap()
-                    })
-                    .collect();
-                for r in 0..batch.num_rows() {
-                    let cells: Vec<String> = fmts.iter().map(|f| f.value(r).to_string()).collect();
-                    rows.push(cells.join("|"));
-                }
-            }
-        }
-    }
-    rows.sort();
-    rows
-}
-
 struct Outcome {
     files: Vec<Vec<String>>,
     history: Vec<Vec<String>>,
@@ -255,101 +185,78 @@ fn outcome(dir: &Path) -> Outcome {
             .collect(),
         history: ["readings", "rejected", "warnings", "status"]
             .iter()
-            .map(|k| history_rows(dir, k))
+            .map(|k| history_rows(&dir.join("history"), k))
             .collect(),
     }
 }
 
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
+/// A daemon on a broker of its own (the same topics and client ids in every test, so that
+/// records naming them compare equal), with the whole Harvey stream published to it.
+fn start_streaming(batches: &[Vec<u8>]) -> (Mosquitto, Setup, Child) {
+    let broker = Mosquitto::start();
+    let s = setup(broker.port, "dc");
+    let child = spawn(&s);
+    // the daemon's session must exist before publishing (its first start subscribes)
+    let end = Instant::now() + Duration::from_secs(30);
+    while metrics(&s).is_none_or(|m| metric(&m, "forewarn_mqtt_connected") < 1.0) {
+        assert!(Instant::now() < end, "daemon never connected:\n{}", log(&s));
+        std::thread::sleep(Duration::from_millis(50));
     }
+    std::thread::sleep(Duration::from_millis(300));
+    let publisher = TestClient::connect(broker.port, "dc-pub", &[], true);
+    for b in batches {
+        publisher.publish("harvey/rain", b.clone());
+    }
+    publisher.wait_acked(batches.len() as u64, Duration::from_secs(120));
+    (broker, s, child)
+}
+
+/// What a daemon that is never interrupted ends with.
+fn reference(batches: &[Vec<u8>], readings: u64) -> Outcome {
+    let (_broker, s, mut child) = start_streaming(batches);
+    wait_read(&s, readings as f64, Duration::from_secs(300));
+    sigterm(&mut child);
+    let o = outcome(s.dir.path());
+    assert!(o.files[0].len() > 4000, "{} warnings", o.files[0].len());
+    assert_eq!(
+        o.history[0].len() as u64,
+        readings - 1,
+        "accepted readings in the history"
+    );
+    assert_eq!(
+        o.history[2].len(),
+        o.files[0].len(),
+        "warnings in the history"
+    );
+    o
 }
 
 #[test]
 fn killed_at_random_points_the_daemon_ends_as_if_never_interrupted() {
     let (batches, readings) = harvey_batches();
 
-    // The reference: one daemon, never interrupted (a broker of its own: the same topics and
-    // client ids as the run below, so that records naming them compare equal).
-    let reference = {
-        let broker = Mosquitto::start();
-        let s = setup(broker.port, "dc");
-        let mut child = spawn(&s);
-        let publisher = TestClient::connect(broker.port, "dc-pub", &[], true);
-        // the daemon's session must exist before publishing (its first start subscribes)
-        let end = Instant::now() + Duration::from_secs(30);
-        while metrics(&s).is_none_or(|m| metric(&m, "forewarn_mqtt_connected") < 1.0) {
-            assert!(Instant::now() < end, "reference daemon never connected");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        std::thread::sleep(Duration::from_millis(300));
-        for b in &batches {
-            publisher.publish("harvey/rain", b.clone());
-        }
-        publisher.wait_acked(batches.len() as u64, Duration::from_secs(120));
-        wait_read(&s, readings as f64, Duration::from_secs(300));
-        sigterm(&mut child);
-        let o = outcome(s.dir.path());
-        assert!(o.files[0].len() > 4000, "{} warnings", o.files[0].len());
-        assert_eq!(
-            o.history[0].len() as u64,
-            readings - 1,
-            "accepted readings in the history"
-        );
-        assert_eq!(
-            o.history[2].len(),
-            o.files[0].len(),
-            "warnings in the history"
-        );
-        o
-    };
+    let reference = reference(&batches, readings);
 
     // The same stream into a daemon killed again and again.
-    let seed = std::env::var("CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
+    let seed = durable_support::seed();
     eprintln!("CRASH_SEED={seed}");
     let mut rng = Lcg(seed);
-    let broker = Mosquitto::start();
-    let s = setup(broker.port, "dc");
-    let mut child = spawn(&s);
-    let end = Instant::now() + Duration::from_secs(30);
-    while metrics(&s).is_none_or(|m| metric(&m, "forewarn_mqtt_connected") < 1.0) {
-        assert!(Instant::now() < end, "daemon never connected");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    let publisher = TestClient::connect(broker.port, "dc-pub", &[], true);
-    for b in &batches {
-        publisher.publish("harvey/rain", b.clone());
-    }
-    publisher.wait_acked(batches.len() as u64, Duration::from_secs(120));
+    let (_broker, s, mut child) = start_streaming(&batches);
     let mut kills = Vec::new();
     while kills.len() < 10 {
-        let target = newest_checkpoint(s.dir.path()) + 1 + rng.next() % 3;
+        let target = newest_checkpoint(&s.dir.path().join("history")) + 1 + rng.next() % 3;
         let deadline = Instant::now() + Duration::from_secs(60);
-        while newest_checkpoint(s.dir.path()) < target && Instant::now() < deadline {
+        while newest_checkpoint(&s.dir.path().join("history")) < target && Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(2));
         }
-        if newest_checkpoint(s.dir.path()) < target {
+        if newest_checkpoint(&s.dir.path().join("history")) < target {
             break; // the stream is done: no more checkpoints come
         }
         std::thread::sleep(Duration::from_millis(rng.next() % 150));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        kills.push(newest_checkpoint(s.dir.path()));
+        kills.push(newest_checkpoint(&s.dir.path().join("history")));
         child = spawn(&s);
     }
     eprintln!("killed after checkpoints {kills:?}");
@@ -428,42 +335,11 @@ fn killed_at_random_points_the_daemon_ends_as_if_never_interrupted() {
 #[test]
 fn both_checkpoints_damaged_the_daemon_rebuilds_from_its_history() {
     let (batches, readings) = harvey_batches();
-    let reference = {
-        let broker = Mosquitto::start();
-        let s = setup(broker.port, "dc");
-        let mut child = spawn(&s);
-        let end = Instant::now() + Duration::from_secs(30);
-        while metrics(&s).is_none_or(|m| metric(&m, "forewarn_mqtt_connected") < 1.0) {
-            assert!(Instant::now() < end, "reference daemon never connected");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        std::thread::sleep(Duration::from_millis(300));
-        let publisher = TestClient::connect(broker.port, "dc-pub", &[], true);
-        for b in &batches {
-            publisher.publish("harvey/rain", b.clone());
-        }
-        publisher.wait_acked(batches.len() as u64, Duration::from_secs(120));
-        wait_read(&s, readings as f64, Duration::from_secs(300));
-        sigterm(&mut child);
-        outcome(s.dir.path())
-    };
-    let broker = Mosquitto::start();
-    let s = setup(broker.port, "dc");
-    let mut child = spawn(&s);
-    let end = Instant::now() + Duration::from_secs(30);
-    while metrics(&s).is_none_or(|m| metric(&m, "forewarn_mqtt_connected") < 1.0) {
-        assert!(Instant::now() < end, "daemon never connected");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    let publisher = TestClient::connect(broker.port, "dc-pub", &[], true);
-    for b in &batches {
-        publisher.publish("harvey/rain", b.clone());
-    }
-    publisher.wait_acked(batches.len() as u64, Duration::from_secs(120));
+    let reference = reference(&batches, readings);
+    let (_broker, s, mut child) = start_streaming(&batches);
     // let it seal a segment (60,000 readings) and go on a little, then kill it
     let end = Instant::now() + Duration::from_secs(120);
-    while newest_checkpoint(s.dir.path()) < 15 && Instant::now() < end {
+    while newest_checkpoint(&s.dir.path().join("history")) < 15 && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(2));
     }
     std::thread::sleep(Duration::from_millis(37));

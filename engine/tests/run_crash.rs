@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod durable_support;
+use durable_support::{seed, Lcg};
+
 const BIN: &str = env!("CARGO_BIN_EXE_forewarn");
 
 fn root() -> PathBuf {
@@ -76,30 +79,6 @@ fn run_to_end(config: &Path) -> String {
     err
 }
 
-/// A tiny deterministic generator (the seed is printed, so a failure can be replayed).
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-}
-
-fn seed() -> u64 {
-    std::env::var("CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        })
-}
-
 /// Warnings without their emission wall time.
 fn warnings(dir: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(dir.join("out/warnings.jsonl")).unwrap();
@@ -114,80 +93,6 @@ fn warnings(dir: &Path) -> Vec<String> {
 
 fn file(dir: &Path, name: &str) -> String {
     std::fs::read_to_string(dir.join("out").join(name)).unwrap()
-}
-
-/// Every row of every Parquet file of one history kind, as text without wall-clock
-/// columns, sorted (segment boundaries may differ between runs; content may not).
-#[cfg(feature = "history")]
-fn history_rows(dir: &Path, kind: &str) -> Vec<String> {
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let mut rows = Vec::new();
-    let base = dir.join("history").join(kind);
-    let Ok(days) = std::fs::read_dir(&base) else {
-        return rows;
-    };
-    for day in days {
-        let day = day.unwrap().path();
-        for f in std::fs::read_dir(&day).unwrap() {
-            let f = f.unwrap().path();
-            let name = f.file_name().unwrap().to_string_lossy().into_owned();
-            assert!(
-                !name.starts_with('.') && name.ends_with(".parquet"),
-                "a stray file is visible in the history: {}",
-                f.display()
-            );
-            let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&f).unwrap())
-                .unwrap()
-                .build()
-                .unwrap();
-            for batch in reader {
-                let batch = batch.unwrap();
-                let schema = batch.schema();
-                let keep: Vec<usize> = (0..batch.num_columns())
-                    .filter(|&i| {
-                        !matches!(
-                            schema.field(i).name().as_str(),
-                            "emitted_at" | "received_at"
-                        )
-                    })
-                    .collect();
-                // timestamps as epoch milliseconds (displaying a zone needs chrono-tz)
-                let columns: Vec<arrow_array::ArrayRef> = keep
-                    .iter()
-                    .map(|&i| {
-                        let c = batch.column(i);
-                        match c.data_type() {
-                            arrow_schema::DataType::Timestamp(..) => {
-                                arrow_cast::cast(c, &arrow_schema::DataType::Int64).unwrap()
-                            }
-                            _ => c.clone(),
-                        }
-                    })
-                    .collect();
-                let formatters: Vec<_> = columns
-                    .iter()
-                    .map(|c| {
-                        arrow_cast::display::ArrayFormatter::try_new(
-                            c.as_ref(),
-                            &Default::default(),
-                        )
-                        .unwrap()
-                    })
-                    .collect();
-                for r in 0..batch.num_rows() {
-                    let cells: Vec<String> =
-                        formatters.iter().map(|f| f.value(r).to_string()).collect();
-                    rows.push(format!(
-                        "{}|{}",
-                        day.file_name().unwrap().to_string_lossy(),
-                        cells.join("|")
-                    ));
-                }
-            }
-        }
-    }
-    rows.sort();
-    rows
 }
 
 struct Outcome {
@@ -206,7 +111,7 @@ fn outcome(dir: &Path) -> Outcome {
         #[cfg(feature = "history")]
         history: ["readings", "rejected", "warnings", "status"]
             .iter()
-            .map(|k| history_rows(dir, k))
+            .map(|k| durable_support::history_rows(&dir.join("history"), k))
             .collect(),
     }
 }
@@ -255,23 +160,6 @@ fn reference() -> (tempfile::TempDir, Outcome, Duration) {
     (dir, o, took)
 }
 
-/// The newest checkpoint number in a data directory (0: none yet).
-fn newest_checkpoint(dir: &Path) -> u64 {
-    std::fs::read_dir(dir.join("history/_checkpoints"))
-        .map(|rd| {
-            rd.filter_map(|e| {
-                let name = e.ok()?.file_name().to_string_lossy().into_owned();
-                name.strip_prefix("ckpt-")?
-                    .strip_suffix(".bin")?
-                    .parse()
-                    .ok()
-            })
-            .max()
-            .unwrap_or(0)
-        })
-        .unwrap_or(0)
-}
-
 #[test]
 fn killed_at_random_points_the_run_ends_as_if_never_interrupted() {
     let (_ref_dir, reference, took) = reference();
@@ -286,10 +174,13 @@ fn killed_at_random_points_the_run_ends_as_if_never_interrupted() {
     while kills.len() < 12 {
         // Each start makes some progress (1 to 4 checkpoints), then dies at a random moment
         // between checkpoints: while reading, journaling, checkpointing or sealing Parquet.
-        let target = newest_checkpoint(dir.path()) + 1 + rng.next() % 4;
+        let target =
+            durable_support::newest_checkpoint(&dir.path().join("history")) + 1 + rng.next() % 4;
         let mut child = forewarn(&cfg).spawn().unwrap();
         let deadline = Instant::now() + took * 3;
-        while newest_checkpoint(dir.path()) < target && Instant::now() < deadline {
+        while durable_support::newest_checkpoint(&dir.path().join("history")) < target
+            && Instant::now() < deadline
+        {
             if child.try_wait().unwrap().is_some() {
                 break;
             }
@@ -301,7 +192,9 @@ fn killed_at_random_points_the_run_ends_as_if_never_interrupted() {
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        kills.push(newest_checkpoint(dir.path()));
+        kills.push(durable_support::newest_checkpoint(
+            &dir.path().join("history"),
+        ));
     }
     assert!(
         kills.len() >= 10,
@@ -332,7 +225,7 @@ fn a_damaged_checkpoint_is_reported_and_never_trusted() {
         tries += 1;
         assert!(tries < 20, "never stopped right after a sealing checkpoint");
         let mut child = forewarn(&cfg).spawn().unwrap();
-        let start = newest_checkpoint(dir.path());
+        let start = durable_support::newest_checkpoint(&dir.path().join("history"));
         let deadline = Instant::now() + took * 3;
         // wait for a sealing checkpoint and for its segment's Parquet files
         let sealed = |n: u64| {
@@ -345,7 +238,7 @@ fn a_damaged_checkpoint_is_reported_and_never_trusted() {
                 .unwrap_or(false)
         };
         loop {
-            let n = newest_checkpoint(dir.path());
+            let n = durable_support::newest_checkpoint(&dir.path().join("history"));
             if n > start && n >= 2 && n.is_multiple_of(2) && sealed(n) {
                 // the readings file is the first of the seal: let it finish
                 std::thread::sleep(Duration::from_millis(15));
@@ -361,14 +254,14 @@ fn a_damaged_checkpoint_is_reported_and_never_trusted() {
         }
         let _ = child.kill();
         child.wait().unwrap();
-        let n = newest_checkpoint(dir.path());
+        let n = durable_support::newest_checkpoint(&dir.path().join("history"));
         if n >= 2 && n.is_multiple_of(2) {
             break;
         }
     }
     let newest = dir.path().join(format!(
         "history/_checkpoints/ckpt-{:016}.bin",
-        newest_checkpoint(dir.path())
+        durable_support::newest_checkpoint(&dir.path().join("history"))
     ));
     let mut bytes = std::fs::read(&newest).unwrap();
     let i = bytes.len() / 2;
