@@ -231,6 +231,14 @@ fn open_sources(cfg: &RunConfig, plan: &Plan) -> Result<Vec<Box<dyn BufRead>>, R
                 problems.push(format!(
                     "source {name}: this forewarn was built without the `history` feature"
                 ));
+            } else if cfg.history.as_ref().is_some_and(|h| {
+                let canon = |p: &Path| std::fs::canonicalize(p).ok();
+                canon(&h.dir).is_some() && canon(&h.dir) == canon(&src.path)
+            }) {
+                problems.push(format!(
+                    "source {name}: {} is this run's own [history] dir, which a run rewrites; replay another copy of it",
+                    src.path.display()
+                ));
             } else if !src.path.join("readings").is_dir() {
                 problems.push(format!(
                     "source {name}: {} holds no history (no readings/ directory)",
@@ -562,6 +570,15 @@ fn fingerprint(cfg: &RunConfig, plan: &Plan) -> String {
             h.update(m.len().to_le_bytes());
         }
     }
+    // where the outputs go and how times are shown in them: a resumed run appends to them
+    let o = &cfg.output;
+    h.update(
+        format!(
+            "{:?} {:?} {:?} {}",
+            o.warnings, o.status, o.dead_letter, cfg.display_zone
+        )
+        .as_bytes(),
+    );
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -652,10 +669,36 @@ pub fn run_with(cfg: &RunConfig, opts: RunOptions) -> Result<Summary, RunError> 
     let mut inputs = open_sources(cfg, &plan)?;
     let hist_err = |e: String| RunError::History(e);
     let fp = fingerprint(cfg, &plan);
-    let (resume, start) = match &cfg.history {
+    // one process per data directory: a second one would interleave journals and outputs
+    let _lock = match &cfg.history {
+        Some(h) => Some(DataDir::new(&h.dir).lock().map_err(hist_err)?),
+        None => None,
+    };
+    let (mut resume, mut start) = match &cfg.history {
         Some(h) => decide_start(&DataDir::new(&h.dir), &fp, opts.fresh),
         None => (None, String::new()),
     };
+    // the outputs must still hold what the checkpoint says was written
+    if let Some(c) = &resume {
+        let paths = [
+            &cfg.output.warnings,
+            &cfg.output.status,
+            &cfg.output.dead_letter,
+        ];
+        let short = paths.iter().zip(&c.outputs).find_map(|(p, &len)| {
+            let p = p.as_ref()?;
+            let have = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+            (have < len)
+                .then(|| format!("{} holds {have} bytes, the checkpoint {len}", p.display()))
+        });
+        if let Some(why) = short {
+            start = format!("fresh start (cannot resume: {why})");
+            resume = None;
+        }
+    }
+    if !start.is_empty() && start != "fresh start" {
+        eprintln!("forewarn run: {start}");
+    }
     let keep = |i: usize| {
         resume
             .as_ref()
@@ -792,7 +835,7 @@ pub fn run_with(cfg: &RunConfig, opts: RunOptions) -> Result<Summary, RunError> 
                     }
                 }
                 let stats =
-                    replay(&mut target, src, input, &mut out, None).map_err(
+                    replay_source(&mut target, src, input, &mut out).map_err(
                         |source| match target.error.take() {
                             Some(e) => hist_err(e),
                             None => RunError::Io {

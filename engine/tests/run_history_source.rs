@@ -35,6 +35,54 @@ fn warnings(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// One process per data directory: a second run on the same `[history] dir` is refused
+/// while the first holds it.
+#[test]
+fn a_data_directory_serves_one_process_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = format!(
+        "rules = \"{}\"\n[[source]]\nname = \"h\"\nformat = \"csv-wide\"\npath = \"{}\"\nfeed = \"rain\"\ntime-column = \"end_time\"\ntime-zone = \"-05:00\"\nskip-columns = [\"begin_time\"]\n[output]\nwarnings = \"w.jsonl\"\n[history]\ndir = \"h\"\n",
+        root().join("config/harvey.rules").display(),
+        root()
+            .join("fixtures/harvey/hcfcd_harvey_5min_wide.csv")
+            .display()
+    );
+    std::fs::write(d.join("r.toml"), config).unwrap();
+    let mut first = Command::new(BIN)
+        .args(["run", "--quiet", "--config"])
+        .arg(d.join("r.toml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::fs::read_to_string(d.join("h/_lock")).is_ok_and(|t| t.starts_with("pid")) {
+        assert!(
+            std::time::Instant::now() < end,
+            "the first run never locked"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let second = Command::new(BIN)
+        .args(["run", "--quiet", "--config"])
+        .arg(d.join("r.toml"))
+        .output()
+        .unwrap();
+    let still_running = first.try_wait().unwrap().is_none();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        !second.status.success() && err.contains("is in use by another forewarn"),
+        "{err}"
+    );
+    // (the Harvey replay takes seconds; the refusal milliseconds)
+    assert!(
+        still_running,
+        "the first run ended before the second was refused"
+    );
+    assert!(first.wait().unwrap().success());
+}
+
 #[test]
 fn replaying_the_history_gives_the_recorded_warnings() {
     let dir = tempfile::tempdir().unwrap();
@@ -77,6 +125,8 @@ format = "history"
 path = "a/history"
 [output]
 warnings = "b/warnings.jsonl"
+[history]
+dir = "b/history"
 "#,
         rules = rules.display(),
     );
@@ -88,6 +138,22 @@ warnings = "b/warnings.jsonl"
     assert_eq!(a.len(), 4482);
     assert_eq!(a.len(), b.len());
     assert!(a == b, "the history replay gives other warnings");
+
+    // a run may not read its own data directory (it rewrites it): refused before anything
+    let own = "rules = \"new.rules\"\n[[source]]\nname = \"self\"\nformat = \"history\"\npath = \"b/history\"\n[history]\ndir = \"b/history\"\n";
+    std::fs::write(d.join("own.toml"), own).unwrap();
+    std::fs::write(d.join("new.rules"), "feed rain: depth in\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--quiet", "--config"])
+        .arg(d.join("own.toml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("own [history] dir"),
+        "{err}"
+    );
+    assert!(d.join("b/history/readings").is_dir(), "nothing was deleted");
 
     // New rules over the same history: a single 24 h threshold, checked against a naive
     // recomputation from the CSV itself.

@@ -323,9 +323,27 @@ fn query_command(
         Some(c) => query_defaults(c)?,
         None => (None, None),
     };
+    if history.is_none() && config.is_some() && config_dir.is_none() {
+        anyhow::bail!(
+            "{} has no [history] section: it keeps no history to query (pass --history DIR)",
+            config
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""))
+                .display()
+        );
+    }
     let dir = history
         .or(config_dir)
         .unwrap_or_else(|| PathBuf::from("out/history"));
+    // a directory that exists but is not a history (e.g. one level too deep) would query as
+    // empty tables: say so instead
+    let kinds = ["readings", "rejected", "warnings", "status", "_journal"];
+    if dir.is_dir() && !kinds.iter().any(|k| dir.join(k).exists()) {
+        anyhow::bail!(
+            "{} is not a forewarn history directory (it has none of readings/, warnings/, rejected/, status/)",
+            dir.display()
+        );
+    }
     let zone: forewarn_engine::time::Zone = match zone.or(config_zone) {
         Some(z) => z.parse()?,
         None => Default::default(),

@@ -158,6 +158,13 @@ pub(crate) fn load_rules(data: &DataDir, ruleset: &str) -> anyhow::Result<Arc<Pl
     Ok(Arc::new(plan))
 }
 
+/// The rules of the newest sound checkpoint, if they are kept.
+pub(crate) fn checkpoint_rules(data: &DataDir) -> Option<Arc<Plan>> {
+    let (found, _) = newest_sound(data);
+    let (_, c) = found?;
+    load_rules(data, &c.ruleset).ok()
+}
+
 /// The state the daemon starts from.
 pub(crate) struct Recovered {
     /// The rules the engines are under (the checkpoint's; the intake reloads the rules on

@@ -325,7 +325,10 @@ impl Intake {
         if let Some(plan) = self.then_reload.take() {
             // the rules on disk changed while forewarn was down: in force from here on
             match self.reload_to(plan, None) {
-                Ok(m) => eprintln!("forewarn serve: {m} (changed while stopped)"),
+                Ok(Some(m)) => {
+                    eprintln!("forewarn serve: {m} (the rule file changed while stopped)")
+                }
+                Ok(None) => {}
                 Err(e) => eprintln!("forewarn serve: {e}"),
             }
         }
@@ -539,7 +542,8 @@ impl Intake {
     }
 
     /// Load the rule file again; refused (old rules kept) when it does not compile.
-    fn reload_from_disk(&mut self) -> Result<String, String> {
+    /// `Ok(None)`: the rules are those in force already.
+    fn reload_from_disk(&mut self) -> Result<Option<String>, String> {
         let (loaded, snapshot) = crate::loader::load_rules_snapshot(&self.rules_path)
             .map_err(super::render_load_error)?;
         let plan = Arc::new(loaded.plan);
@@ -551,10 +555,10 @@ impl Intake {
         &mut self,
         plan: Arc<Plan>,
         snapshot: Option<crate::loader::RuleSnapshot>,
-    ) -> Result<String, String> {
+    ) -> Result<Option<String>, String> {
         let before = self.shared.plan().ruleset_hash.clone();
         if plan.ruleset_hash == before {
-            return Ok(format!("rules unchanged (rule set {before})"));
+            return Ok(None);
         }
         self.checkpoint_before_reload()
             .map_err(|()| "the daemon is stopping".to_string())?;
@@ -569,16 +573,26 @@ impl Intake {
         let after = plan.ruleset_hash.clone();
         self.apply_reload(plan)
             .map_err(|()| "the daemon is stopping".to_string())?;
-        Ok(format!("rules reloaded: rule set {before} -> {after}"))
+        Ok(Some(format!(
+            "rules reloaded: rule set {before} -> {after}"
+        )))
     }
 
     /// Serve waiting reload requests (from SIGHUP and `POST /reload`).
     fn serve_reloads(&mut self) {
         while let Ok(req) = self.shared.reload_rx.try_recv() {
-            let r = self.reload_from_disk();
+            let r = self.reload_from_disk().map(|m| match m {
+                Some(m) => {
+                    self.shared.reloads.fetch_add(1, Ordering::Relaxed);
+                    m
+                }
+                None => {
+                    let hash = self.shared.plan().ruleset_hash.clone();
+                    format!("rules unchanged (rule set {hash} is in force)")
+                }
+            });
             match &r {
                 Ok(m) => {
-                    self.shared.reloads.fetch_add(1, Ordering::Relaxed);
                     eprintln!("forewarn serve: {m}");
                 }
                 Err(e) => {

@@ -303,6 +303,8 @@ pub(crate) fn sleep_unless(stop: &AtomicBool, d: Duration) -> bool {
 /// SIGINT or SIGTERM.
 #[derive(Debug)]
 pub struct Daemon {
+    /// The data directory's lock (`[history]`), held while the daemon runs.
+    _lock: Option<std::fs::File>,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
     intake: Option<JoinHandle<()>>,
@@ -318,9 +320,27 @@ impl Daemon {
     /// Load the rules, connect to the broker, start every thread and the HTTP endpoints.
     pub fn start(cfg: ServeConfig) -> anyhow::Result<Daemon> {
         install_crypto_provider();
-        let (compiled, snapshot) = crate::loader::load_rules_snapshot(&cfg.rules)
-            .map_err(|e| anyhow::anyhow!("{}", render_load_error(e)))?;
-        let disk_plan = Arc::new(compiled.plan);
+        let (disk_plan, snapshot) = match crate::loader::load_rules_snapshot(&cfg.rules) {
+            Ok((compiled, snapshot)) => (Arc::new(compiled.plan), Some(snapshot)),
+            Err(e) => {
+                // With a checkpoint whose rules are kept, a broken rule file does not stop
+                // the daemon: it runs under those rules (as a refused reload would leave it).
+                let kept = cfg.history.as_ref().and_then(|h| {
+                    durable::checkpoint_rules(&crate::durable::store::DataDir::new(&h.dir))
+                });
+                let text = render_load_error(e);
+                match kept {
+                    Some(plan) => {
+                        eprintln!(
+                            "forewarn serve: the rule file does not load; running under the rules of the last checkpoint (rule set {}) until it is fixed and reloaded:\n{text}",
+                            plan.ruleset_hash
+                        );
+                        (plan, None)
+                    }
+                    None => anyhow::bail!("{text}"),
+                }
+            }
+        };
         let shards_n = cfg.shards.max(1);
         check_feeds(&cfg, &disk_plan)?;
 
@@ -328,12 +348,14 @@ impl Daemon {
         // the output files' lengths and the input log to replay. The engines are restored
         // under the rules of their checkpoint; rules changed on disk meanwhile are reloaded
         // after the replay.
+        let mut dir_lock = None;
         let recovered = match &cfg.history {
             Some(h) => {
                 let data = crate::durable::store::DataDir::new(&h.dir);
-                std::fs::create_dir_all(data.root())
-                    .with_context(|| format!("create {}", data.root().display()))?;
-                durable::save_rules(&data, &snapshot, &disk_plan.ruleset_hash)?;
+                dir_lock = Some(data.lock().map_err(anyhow::Error::msg)?);
+                if let Some(snapshot) = &snapshot {
+                    durable::save_rules(&data, snapshot, &disk_plan.ruleset_hash)?;
+                }
                 let r = durable::recover(h, &disk_plan, &cfg)?;
                 eprintln!("forewarn serve: {}", r.start);
                 Some((h.clone(), data, r))
@@ -473,6 +495,7 @@ impl Daemon {
             None => None,
         };
         Ok(Daemon {
+            _lock: dir_lock,
             shared,
             stop,
             intake,

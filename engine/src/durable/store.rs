@@ -47,6 +47,36 @@ impl DataDir {
         self.root.join("_checkpoints")
     }
 
+    /// Take the directory for this process: an exclusive lock on `<dir>/_lock` (held until
+    /// the returned file is dropped, released by the OS if the process dies). A second
+    /// forewarn on the same directory is refused, naming the process that holds it.
+    pub fn lock(&self) -> Result<std::fs::File, String> {
+        use std::io::{Read, Seek, Write};
+        std::fs::create_dir_all(&self.root)
+            .map_err(|e| format!("cannot create {}: {e}", self.root.display()))?;
+        let path = self.root.join("_lock");
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        if f.try_lock().is_err() {
+            let mut holder = String::new();
+            let _ = f.read_to_string(&mut holder);
+            return Err(format!(
+                "{} is in use by another forewarn ({}); one process per data directory",
+                self.root.display(),
+                holder.trim()
+            ));
+        }
+        let _ = f.set_len(0);
+        let _ = f.rewind();
+        let _ = write!(f, "pid {}", std::process::id());
+        Ok(f)
+    }
+
     /// Remove everything forewarn keeps here (history, journal, checkpoints); other files
     /// are left alone.
     pub fn clear(&self) -> std::io::Result<()> {
