@@ -109,6 +109,15 @@ pub fn write_checkpoint<T: Serialize>(
     }
     std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
     sync_dir(dir).map_err(io_err(dir))?;
+    // temporary files a crash left behind
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".ckpt-") && name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
     let all = list_checkpoints(dir)?;
     if all.len() > keep {
         for old in &all[..all.len() - keep] {
