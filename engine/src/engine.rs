@@ -18,8 +18,8 @@ use forewarn_rules::ir::{
 };
 
 use crate::record::{
-    DataStatus, Provenance, RejectReason, Rejection, Sink, StatusEvent, TransitionKind, Warning,
-    RECORD_SCHEMA_VERSION,
+    DataStatus, EvalCause, Evaluation, Provenance, RejectReason, Rejection, Sink, StatusEvent,
+    TransitionKind, Warning, RECORD_SCHEMA_VERSION,
 };
 use crate::time::Zone;
 use crate::window::{min_opt, FeedTiming, InsertOutcome, SampleBuffer, WindowValue};
@@ -61,6 +61,10 @@ pub struct EngineConfig {
     pub require_known_entities: bool,
     /// Wall-clock source for `emitted_at` (UTC ms); defaults to the system clock.
     pub now: fn() -> Millis,
+    /// Report every rule evaluation to [`Sink::evaluated`] (window values, cause, level):
+    /// for debugging rules and for checking the engine against an independent computation.
+    /// Off by default; costs nothing when off.
+    pub trace: bool,
 }
 
 impl Default for EngineConfig {
@@ -73,6 +77,7 @@ impl Default for EngineConfig {
             delayed_after: 5 * 60_000,
             require_known_entities: false,
             now: system_now,
+            trace: false,
         }
     }
 }
@@ -1050,7 +1055,7 @@ impl Engine {
         for &(e, late) in &touched {
             let tau = self.entities[e as usize].tau.map_or(t, |tau| tau.max(t));
             self.entities[e as usize].tau = Some(tau);
-            self.evaluate(e, tau, late, out);
+            self.evaluate(e, tau, late, EvalCause::Reading, out);
             self.evict(e, tau);
             self.schedule(e);
         }
@@ -1104,7 +1109,7 @@ impl Engine {
         ent.next_deadline = None;
         let tau = ent.tau.map_or(d, |tau| tau.max(d));
         ent.tau = Some(tau);
-        self.evaluate(e, tau, false, out);
+        self.evaluate(e, tau, false, EvalCause::Deadline, out);
         self.schedule(e);
     }
 
@@ -1183,7 +1188,14 @@ impl Engine {
     }
 
     /// Update data status at `t`, then evaluate every active rule of the entity once.
-    fn evaluate(&mut self, e: EntityId, t: Millis, late: bool, out: &mut dyn Sink) {
+    fn evaluate(
+        &mut self,
+        e: EntityId,
+        t: Millis,
+        late: bool,
+        cause: EvalCause,
+        out: &mut dyn Sink,
+    ) {
         self.counters.evaluations += 1;
         self.update_status(e, t, out);
         self.scratch.gen += 1;
@@ -1194,7 +1206,38 @@ impl Engine {
                 continue;
             }
             self.step_rule(e, r, rule, t, late, out);
+            if self.cfg.trace {
+                self.trace_rule(e, r, rule, t, cause, out);
+            }
         }
+    }
+
+    /// Report one rule evaluation to the sink (trace mode).
+    fn trace_rule(
+        &mut self,
+        e: EntityId,
+        r: usize,
+        rule: &RuleDef,
+        t: Millis,
+        cause: EvalCause,
+        out: &mut dyn Sink,
+    ) {
+        let windows: Vec<(usize, Option<f64>)> = rule
+            .windows
+            .iter()
+            .map(|&w| (w, self.window_value(e, w, t).num()))
+            .collect();
+        let ent = &self.entities[e as usize];
+        let level = ent.rules[r].level.map(|l| rule.levels[l].name.as_str());
+        out.evaluated(&Evaluation {
+            rule: &rule.name,
+            rule_index: r,
+            entity: &ent.name,
+            time: t,
+            cause,
+            windows: &windows,
+            level,
+        });
     }
 
     fn update_status(&mut self, e: EntityId, t: Millis, out: &mut dyn Sink) {

@@ -39,5 +39,6 @@ pub use engine::{
     Accepted, ActiveWarning, ClockMode, Counters, Engine, EngineConfig, EntityId, Reading, Value,
 };
 pub use record::{
-    DataStatus, Output, RejectReason, Rejection, Sink, StatusEvent, TransitionKind, Warning,
+    DataStatus, EvalCause, Evaluation, Output, RejectReason, Rejection, Sink, StatusEvent,
+    TransitionKind, Warning,
 };

@@ -261,6 +261,39 @@ pub enum Output {
     Rejected(Rejection),
 }
 
+/// Why the engine evaluated an entity's rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvalCause {
+    /// One or more readings of the entity were applied (data-driven).
+    Reading,
+    /// A deadline passed: a sample leaving a window, a `for` / `clear after` timer, staleness
+    /// (time-driven).
+    Deadline,
+}
+
+/// One rule evaluated for one entity, reported to [`Sink::evaluated`] only when
+/// [`EngineConfig::trace`](crate::EngineConfig::trace) is on. It says what the rule saw, so
+/// a run can be checked against an independent computation evaluation by evaluation.
+#[derive(Debug, Clone, Copy)]
+pub struct Evaluation<'a> {
+    /// Rule name.
+    pub rule: &'a str,
+    /// Index of the rule in the plan.
+    pub rule_index: usize,
+    /// Entity id as given in the readings.
+    pub entity: &'a str,
+    /// Evaluation time (the entity's evaluation time τ).
+    pub time: Millis,
+    /// Data- or time-driven.
+    pub cause: EvalCause,
+    /// The windows the rule reads (plan window ids, in the rule's order) and their values at
+    /// `time`; `None` where a window has no value (e.g. `max` of an empty window).
+    pub windows: &'a [(usize, Option<f64>)],
+    /// The rule's level after this evaluation (`None`: no active warning).
+    pub level: Option<&'a str>,
+}
+
 /// Receives the engine's output. Implemented for `Vec<Output>` (collect, then iterate) and
 /// for closures via [`FnSink`].
 pub trait Sink {
@@ -270,6 +303,9 @@ pub trait Sink {
     fn status(&mut self, s: StatusEvent);
     /// A reading rejected by the engine.
     fn rejected(&mut self, r: Rejection);
+    /// A rule evaluation (only with [`EngineConfig::trace`](crate::EngineConfig::trace) on);
+    /// ignored by default.
+    fn evaluated(&mut self, _e: &Evaluation<'_>) {}
 }
 
 impl Sink for Vec<Output> {
