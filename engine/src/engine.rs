@@ -309,6 +309,8 @@ struct Scratch {
     group_values: Vec<f64>,
     conds: Vec<Option<bool>>,
     touched: Vec<(EntityId, bool)>,
+    /// Per entity: 1 + its index in `touched` while a group is applied, else 0.
+    touch_index: Vec<u32>,
     batch: Vec<Item>,
     group: Vec<Item>,
     results: Vec<Result<Accepted, RejectReason>>,
@@ -1046,11 +1048,21 @@ impl Engine {
             }
             self.activate_rules(e, f);
             self.max_ts = Some(self.max_ts.map_or(ts, |m| m.max(ts)));
-            match touched.iter_mut().find(|(x, _)| *x == e) {
-                Some(entry) => entry.1 |= late,
-                None => touched.push((e, late)),
+            let index = &mut self.scratch.touch_index;
+            if index.len() <= e as usize {
+                index.resize(e as usize + 1, 0);
+            }
+            match index[e as usize] {
+                0 => {
+                    touched.push((e, late));
+                    index[e as usize] = touched.len() as u32;
+                }
+                i => touched[i as usize - 1].1 |= late,
             }
             results.push(Ok(accepted));
+        }
+        for &(e, _) in &touched {
+            self.scratch.touch_index[e as usize] = 0;
         }
         for &(e, late) in &touched {
             let tau = self.entities[e as usize].tau.map_or(t, |tau| tau.max(t));
