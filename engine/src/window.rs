@@ -22,13 +22,16 @@ pub fn to_micro(v: f64) -> i64 {
     (v * MICRO).round() as i64
 }
 
+/// One sample: 24 bytes, so that a gauge's day of 5-minute samples stays small and a window
+/// bound touches few cache lines.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Sample {
     ts: Millis,
     value: f64,
-    micro: i64,
-    /// Sum of `micro` of every sample up to and including this one, since the buffer's origin.
-    cum: i128,
+    /// Sum of the micro-units of every sample up to and including this one since the buffer's
+    /// origin, wrapping: differences of two prefixes are exact whenever the window's own sum
+    /// fits in an `i64` (±9.2·10¹² canonical units), however long the buffer has run.
+    cum: i64,
 }
 
 /// What inserting a sample did.
@@ -62,6 +65,8 @@ pub struct FeedTiming {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SampleBuffer {
     samples: VecDeque<Sample>,
+    /// The prefix sum just before the oldest sample held (that of the last evicted sample).
+    cum_before: i64,
 }
 
 /// The result of a window function: a number, a condition, or no value.
@@ -180,19 +185,13 @@ impl SampleBuffer {
                 self.samples.push_back(Sample {
                     ts,
                     value,
-                    micro,
-                    cum: micro as i128,
+                    cum: self.cum_before.wrapping_add(micro),
                 });
                 return InsertOutcome::New;
             }
             Some(last) if last.ts < ts => {
-                let cum = last.cum + micro as i128;
-                self.samples.push_back(Sample {
-                    ts,
-                    value,
-                    micro,
-                    cum,
-                });
+                let cum = last.cum.wrapping_add(micro);
+                self.samples.push_back(Sample { ts, value, cum });
                 return InsertOutcome::New;
             }
             _ => {}
@@ -208,34 +207,29 @@ impl SampleBuffer {
                 DuplicatePolicy::Ignore => return InsertOutcome::Ignored,
                 DuplicatePolicy::Add => (old.value + value, InsertOutcome::Added),
             };
+            let old_micro = self.micro_at(idx);
             let new_micro = match policy {
-                DuplicatePolicy::Add => old.micro + micro,
+                DuplicatePolicy::Add => old_micro.wrapping_add(micro),
                 _ => micro,
             };
-            let delta = (new_micro - old.micro) as i128;
+            let delta = new_micro.wrapping_sub(old_micro);
             self.samples[idx].value = new_value;
-            self.samples[idx].micro = new_micro;
             for s in self.samples.range_mut(idx..) {
-                s.cum += delta;
+                s.cum = s.cum.wrapping_add(delta);
             }
             return outcome;
         }
-        let before = if idx == 0 {
-            self.samples[0].cum - self.samples[0].micro as i128
-        } else {
-            self.samples[idx - 1].cum
-        };
+        let before = self.cum_before_index(idx);
         self.samples.insert(
             idx,
             Sample {
                 ts,
                 value,
-                micro,
-                cum: before + micro as i128,
+                cum: before.wrapping_add(micro),
             },
         );
         for s in self.samples.range_mut(idx + 1..) {
-            s.cum += micro as i128;
+            s.cum = s.cum.wrapping_add(micro);
         }
         InsertOutcome::New
     }
@@ -243,18 +237,38 @@ impl SampleBuffer {
     /// Drop samples stamped at or before `t`.
     pub fn evict_through(&mut self, t: Millis) {
         while self.samples.front().is_some_and(|s| s.ts <= t) {
-            self.samples.pop_front();
+            if let Some(s) = self.samples.pop_front() {
+                self.cum_before = s.cum;
+            }
         }
+    }
+
+    /// The prefix sum just before sample `idx`.
+    #[inline]
+    fn cum_before_index(&self, idx: usize) -> i64 {
+        match idx {
+            0 => self.cum_before,
+            i => self.samples[i - 1].cum,
+        }
+    }
+
+    /// Sample `idx`'s value in micro-units.
+    #[inline]
+    fn micro_at(&self, idx: usize) -> i64 {
+        self.samples[idx]
+            .cum
+            .wrapping_sub(self.cum_before_index(idx))
     }
 
     /// Exact micro-unit sum of samples with index in `lo..hi`.
     #[inline]
-    fn micro_sum(&self, lo: usize, hi: usize) -> i128 {
+    fn micro_sum(&self, lo: usize, hi: usize) -> i64 {
         if lo >= hi {
             return 0;
         }
-        let first = &self.samples[lo];
-        self.samples[hi - 1].cum - (first.cum - first.micro as i128)
+        self.samples[hi - 1]
+            .cum
+            .wrapping_sub(self.cum_before_index(lo))
     }
 
     #[inline]
@@ -300,7 +314,7 @@ impl SampleBuffer {
                 if hi == lo {
                     return NoValue;
                 }
-                let n = (hi - lo) as i128;
+                let n = (hi - lo) as i64;
                 let s = self.micro_sum(lo, hi);
                 if s % n == 0 {
                     Num(micro_to_f64(s / n))
@@ -392,9 +406,10 @@ impl SampleBuffer {
                 let interval = timing.interval.unwrap_or(0);
                 let (lo, hi) = self.window(t, w);
                 let mut acc: i128 = 0;
-                for s in self.samples.range(lo..hi) {
-                    let covered = s.ts - (s.ts - interval).max(start);
-                    acc += s.micro as i128 * covered as i128;
+                for i in lo..hi {
+                    let ts = self.samples[i].ts;
+                    let covered = ts - (ts - interval).max(start);
+                    acc += self.micro_at(i) as i128 * covered as i128;
                 }
                 Num(acc as f64 / HOUR as f64 / MICRO)
             }
@@ -481,7 +496,7 @@ impl SampleBuffer {
 }
 
 #[inline]
-fn micro_to_f64(m: i128) -> f64 {
+fn micro_to_f64(m: i64) -> f64 {
     m as f64 / MICRO
 }
 

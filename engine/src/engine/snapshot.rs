@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::{Counters, Engine, EngineConfig, EntityId, EntityState, GroupIndex, Pending};
 
 /// Version of the snapshot layout; bumped on any incompatible change.
-pub const SNAPSHOT_VERSION: u32 = 1;
+pub const SNAPSHOT_VERSION: u32 = 2;
 
 /// Why a snapshot cannot be restored.
 #[derive(Debug, thiserror::Error)]
