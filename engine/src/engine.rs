@@ -258,7 +258,13 @@ struct EntityState {
     table_rows: Vec<Option<usize>>,
     groups: Vec<Option<usize>>,
     next_deadline: Option<Millis>,
+    /// Generation of the entity's live entry in the deadline heap; older entries are stale.
     deadline_gen: u64,
+    /// The deadline of the live heap entry, which may be earlier than `next_deadline`: a
+    /// deadline that moves later is not pushed again until the earlier entry comes due
+    /// (one heap operation per fired deadline instead of one per reading).
+    #[serde(default)]
+    queued: Option<Millis>,
     delay: Millis,
 }
 
@@ -279,6 +285,58 @@ struct Pending {
     feed: FeedId,
     value: f64,
     tag: u64,
+}
+
+/// Readings held by a feed's reorder delay, in `(ts, seq)` order. Nearly every reading
+/// arrives in order, so a sorted deque appends and releases in O(1) where a heap paid
+/// O(log n) twice; an out-of-order reading is placed by binary search.
+#[derive(Debug, Clone, Default)]
+struct ReorderQueue {
+    items: std::collections::VecDeque<Pending>,
+}
+
+impl ReorderQueue {
+    fn push(&mut self, p: Pending) {
+        match self.items.back() {
+            Some(last) if *last > p => {
+                let idx = self.items.partition_point(|x| *x <= p);
+                self.items.insert(idx, p);
+            }
+            _ => self.items.push_back(p),
+        }
+    }
+
+    fn peek(&self) -> Option<&Pending> {
+        self.items.front()
+    }
+
+    fn pop(&mut self) -> Option<Pending> {
+        self.items.pop_front()
+    }
+
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Pending> + '_ {
+        self.items.iter()
+    }
+}
+
+impl FromIterator<Pending> for ReorderQueue {
+    fn from_iter<I: IntoIterator<Item = Pending>>(iter: I) -> Self {
+        let mut v: Vec<Pending> = iter.into_iter().collect();
+        v.sort();
+        ReorderQueue { items: v.into() }
+    }
+}
+
+impl IntoIterator for ReorderQueue {
+    type Item = Pending;
+    type IntoIter = std::collections::vec_deque::IntoIter<Pending>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.items.into_iter()
+    }
 }
 
 impl PartialEq for Pending {
@@ -355,7 +413,7 @@ pub struct Engine {
     rules_by_feed: Vec<Vec<usize>>,
     known: Option<std::collections::HashSet<String>>,
     deadlines: BinaryHeap<Reverse<(Millis, Millis, EntityId, u64)>>,
-    pending: Vec<BinaryHeap<Reverse<Pending>>>,
+    pending: Vec<ReorderQueue>,
     pending_seq: u64,
     max_ts: Option<Millis>,
     stream_max: Option<Millis>,
@@ -364,6 +422,8 @@ pub struct Engine {
     counters: Counters,
     scratch: Scratch,
     provenance: Provenance,
+    /// The system clock when last read (event mode's future-dated check).
+    clock_seen: Millis,
 }
 
 impl Engine {
@@ -427,7 +487,7 @@ impl Engine {
             ..Scratch::default()
         };
         Engine {
-            pending: vec![BinaryHeap::new(); plan.feeds.len()],
+            pending: vec![ReorderQueue::default(); plan.feeds.len()],
             plan,
             cfg,
             ids: HashMap::new(),
@@ -447,6 +507,7 @@ impl Engine {
             counters,
             scratch,
             provenance,
+            clock_seen: Millis::MIN / 2,
         }
     }
 
@@ -571,6 +632,7 @@ impl Engine {
             groups,
             next_deadline: None,
             deadline_gen: 0,
+            queued: None,
             delay: 0,
         });
         self.ids.insert(name.into(), id);
@@ -663,8 +725,13 @@ impl Engine {
                 // A replay has no clock but the data's, yet a reading stamped after the real
                 // present cannot be a record of the past: it would drag the watermark ahead
                 // and make every other reading "too late".
-                let now = (self.cfg.now)();
+                // The system clock only moves forward: read it again only when a reading
+                // looks future-dated against the last reading of it (not once per reading).
                 let skew = self.cfg.future_skew.unwrap_or(DEFAULT_FUTURE_SKEW);
+                if r.ts > self.clock_seen + skew {
+                    self.clock_seen = (self.cfg.now)();
+                }
+                let now = self.clock_seen;
                 if r.ts > now + skew {
                     return Err((
                         RejectReason::FutureDated,
@@ -866,14 +933,14 @@ impl Engine {
         let ent = &mut self.entities[id as usize];
         ent.delay = ent.delay.max(d);
         self.pending_seq += 1;
-        self.pending[r.feed].push(Reverse(Pending {
+        self.pending[r.feed].push(Pending {
             ts: r.ts,
             seq: self.pending_seq,
             entity: id,
             feed: r.feed,
             value: v,
             tag: r.tag,
-        }));
+        });
         self.max_ts = Some(self.max_ts.map_or(r.ts, |m| m.max(r.ts)));
     }
 
@@ -908,8 +975,8 @@ impl Engine {
         loop {
             // the earliest releasable held reading
             let mut best: Option<(Millis, usize)> = None;
-            for (f, heap) in self.pending.iter().enumerate() {
-                if let Some(Reverse(p)) = heap.peek() {
+            for (f, queue) in self.pending.iter().enumerate() {
+                if let Some(p) = queue.peek() {
                     // held until the watermark *passes* ts + d
                     let releasable = final_pass || p.ts + self.plan.feeds[f].reorder < limit;
                     if releasable && best.is_none_or(|(t, _)| p.ts < t) {
@@ -921,9 +988,18 @@ impl Engine {
             let deadline = loop {
                 match self.deadlines.peek() {
                     Some(&Reverse((due, d, e, gen))) => {
-                        let ent = &self.entities[e as usize];
-                        if ent.deadline_gen != gen || ent.next_deadline != Some(d) {
+                        let ent = &mut self.entities[e as usize];
+                        if ent.deadline_gen != gen {
                             self.deadlines.pop();
+                            continue;
+                        }
+                        if ent.next_deadline != Some(d) {
+                            // the deadline moved later (or went away) since this was pushed
+                            self.deadlines.pop();
+                            ent.queued = None;
+                            if let Some(next) = ent.next_deadline {
+                                self.queue_deadline(e, next);
+                            }
                             continue;
                         }
                         let ok = if final_pass { d <= limit } else { due <= limit };
@@ -939,7 +1015,7 @@ impl Engine {
                     group.clear();
                     results.clear();
                     for f in 0..self.pending.len() {
-                        while let Some(Reverse(p)) = self.pending[f].peek() {
+                        while let Some(p) = self.pending[f].peek() {
                             if p.ts != t {
                                 break;
                             }
@@ -953,6 +1029,7 @@ impl Engine {
                 }
                 (_, Some((d, e))) => {
                     self.deadlines.pop();
+                    self.entities[e as usize].queued = None;
                     self.fire(e, d, out);
                 }
                 _ => break,
@@ -1188,15 +1265,22 @@ impl Engine {
             }
         }
         let ent = &mut self.entities[e as usize];
-        if next != ent.next_deadline {
-            ent.next_deadline = next;
-            ent.deadline_gen += 1;
-            if let Some(d) = next {
-                // an entity with a reorder delay waits until the watermark passes D + delay
-                let due = if ent.delay > 0 { d + ent.delay + 1 } else { d };
-                self.deadlines.push(Reverse((due, d, e, ent.deadline_gen)));
+        ent.next_deadline = next;
+        if let Some(d) = next {
+            if ent.queued.is_none_or(|q| d < q) {
+                self.queue_deadline(e, d);
             }
         }
+    }
+
+    /// Push the entity's live deadline entry for `d`, superseding any earlier one.
+    fn queue_deadline(&mut self, e: EntityId, d: Millis) {
+        let ent = &mut self.entities[e as usize];
+        ent.deadline_gen += 1;
+        ent.queued = Some(d);
+        // an entity with a reorder delay waits until the watermark passes D + delay
+        let due = if ent.delay > 0 { d + ent.delay + 1 } else { d };
+        self.deadlines.push(Reverse((due, d, e, ent.deadline_gen)));
     }
 
     /// Update data status at `t`, then evaluate every active rule of the entity once.

@@ -16,8 +16,7 @@
 //! were, so reloading the same rules changes nothing. `docs/semantics.md` ("Reloading rules")
 //! is the user-facing description.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -634,15 +633,15 @@ impl Engine {
             mut pending,
             ..
         } = template;
-        for (f, heap) in std::mem::take(&mut self.pending).into_iter().enumerate() {
+        for (f, queue) in std::mem::take(&mut self.pending).into_iter().enumerate() {
             match map.feed_new[f] {
                 Some(f2) => {
-                    pending[f2] = heap
+                    pending[f2] = queue
                         .into_iter()
-                        .map(|Reverse(p)| Reverse(Pending { feed: f2, ..p }))
-                        .collect::<BinaryHeap<_>>()
+                        .map(|p| Pending { feed: f2, ..p })
+                        .collect()
                 }
-                None => report.pending_discarded += heap.len() as u64,
+                None => report.pending_discarded += queue.len() as u64,
             }
         }
         self.pending = pending;
@@ -656,8 +655,8 @@ impl Engine {
                     None => feed.reorder == 0,
                 });
         let mut pending_delay: Vec<Millis> = vec![0; n];
-        for (f, heap) in self.pending.iter().enumerate() {
-            for Reverse(p) in heap {
+        for (f, queue) in self.pending.iter().enumerate() {
+            for p in queue.iter() {
                 let d = &mut pending_delay[p.entity as usize];
                 *d = (*d).max(new.feeds[f].reorder);
             }
@@ -871,6 +870,7 @@ impl Engine {
         for e in 0..n {
             let ent = &mut self.entities[e];
             ent.next_deadline = None;
+            ent.queued = None;
             ent.deadline_gen += 1;
             self.schedule(e as EntityId);
         }

@@ -7,7 +7,7 @@
 //! another one is refused (a rule reload maps state by name instead).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use forewarn_rules::ir::{Millis, Plan};
@@ -89,7 +89,7 @@ impl Engine {
             pending: self
                 .pending
                 .iter()
-                .map(|h| h.iter().map(|Reverse(p)| *p).collect())
+                .map(|q| q.iter().copied().collect())
                 .collect(),
             pending_seq: self.pending_seq,
             max_ts: self.max_ts,
@@ -173,7 +173,7 @@ impl Engine {
         engine.pending = snap
             .pending
             .into_iter()
-            .map(|v| v.into_iter().map(Reverse).collect::<BinaryHeap<_>>())
+            .map(|v| v.into_iter().collect())
             .collect();
         engine.pending_seq = snap.pending_seq;
         engine.max_ts = snap.max_ts;
