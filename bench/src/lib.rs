@@ -2,3 +2,8 @@
 
 pub mod numpy_random;
 pub mod storm_gen;
+pub mod storm;
+pub mod storm_core;
+pub mod storm_history;
+pub mod storm_latency;
+pub mod storm_memory;

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use forewarn_bench::storm;
+use forewarn_bench::{storm, storm_core, storm_history, storm_latency, storm_memory};
 use serde_json::{json, Value as Json};
 
 #[derive(Parser, Debug)]
@@ -43,6 +43,78 @@ enum Cmd {
         /// events.csv or events.parquet.
         events: PathBuf,
     },
+    /// The rules alone: the input decoded into memory first (untimed), then only the pushes
+    /// into the engine and `finish` timed, on 1 or more threads (gauges split by a hash of
+    /// the station id, one engine per thread).
+    Core {
+        /// events.parquet (or .csv).
+        events: PathBuf,
+        /// Threads (= engines).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// thresholds.csv (default: next to the events file).
+        #[arg(long)]
+        thresholds: Option<PathBuf>,
+        /// Compare with this expected answer (n_events, edges); exit 1 when it differs.
+        #[arg(long)]
+        expect: Option<PathBuf>,
+    },
+    /// Reading -> warning latency at a fixed offered load, corrected for coordinated
+    /// omission (in process, or through mosquitto and the daemon with --mqtt).
+    Latency {
+        /// events.parquet (or .csv), replayed in file order as often as needed.
+        events: PathBuf,
+        /// Offered load, readings per second.
+        #[arg(long)]
+        rate: f64,
+        /// How long the load is offered, seconds.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Through a mosquitto of our own and the daemon in process.
+        #[arg(long)]
+        mqtt: bool,
+        /// Engines: in process, feeder threads each with its own engine and its share of the
+        /// gauges (default 1); with --mqtt, the daemon's evaluator shards (default: the
+        /// number of cores).
+        #[arg(long)]
+        shards: Option<usize>,
+        /// --mqtt: readings per message (default: rate / 2000, about 2,000 messages/s).
+        #[arg(long)]
+        batch: Option<usize>,
+        /// thresholds.csv (default: next to the events file).
+        #[arg(long)]
+        thresholds: Option<PathBuf>,
+    },
+    /// Bytes of state per gauge holding 24 h of 5-minute data, and the process RSS.
+    Memory {
+        /// Gauges.
+        #[arg(long)]
+        gauges: usize,
+        /// Hours of data per gauge.
+        #[arg(long, default_value_t = 24)]
+        hours: u32,
+        /// Also report the engine's snapshot (checkpoint) size: auto (up to 200,000 gauges),
+        /// always, never.
+        #[arg(long, default_value = "auto")]
+        snapshot: String,
+    },
+    /// Parquet history write rate: the events through `forewarn run` with [history] on.
+    History {
+        /// events.parquet (its .csv sibling is read) or events.csv.
+        events: PathBuf,
+        /// thresholds.csv (default: next to the events file).
+        #[arg(long)]
+        thresholds: Option<PathBuf>,
+        /// Readings between checkpoints.
+        #[arg(long, default_value_t = 100_000)]
+        checkpoint_every: u64,
+        /// Readings per journal segment sealed into Parquet.
+        #[arg(long, default_value_t = 1_000_000)]
+        segment_rows: u64,
+        /// Also run without history and report that rate.
+        #[arg(long)]
+        compare: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,6 +127,104 @@ fn main() -> anyhow::Result<()> {
             expect,
         } => e2e(&events, thresholds, trace, expect),
         Cmd::Decode { events } => decode(&events),
+        Cmd::Core {
+            events,
+            threads,
+            thresholds,
+            expect,
+        } => {
+            let thresholds = thresholds.unwrap_or_else(|| storm::default_thresholds(&events));
+            let r = storm_core::core(&events, &thresholds, threads)?;
+            let edges = storm::Edges::from(r.edges);
+            result(
+                "core",
+                &input_name(&events),
+                json!({
+                    "threads": r.threads,
+                    "n_events": r.n_events,
+                    "edges": edges,
+                    "clears": storm::Edges::from(r.clears),
+                    "events_per_s": r.events_per_s(),
+                    "ns_per_event": r.ns_per_event(),
+                    "seconds_in_process": r.seconds,
+                    "thread_seconds": r.thread_seconds,
+                    "thread_events": r.thread_events,
+                    "evaluations": r.evaluations,
+                    "rejected": r.rejected,
+                }),
+            );
+            if let Some(path) = expect {
+                let want: storm::Answer = serde_json::from_slice(
+                    &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+                )
+                .with_context(|| format!("parsing {}", path.display()))?;
+                anyhow::ensure!(
+                    r.n_events == want.n_events && edges == want.edges,
+                    "n_events {} edges {edges:?} != expected {} {:?}",
+                    r.n_events,
+                    want.n_events,
+                    want.edges
+                );
+                eprintln!("agrees with {}", path.display());
+            }
+            Ok(())
+        }
+        Cmd::Latency {
+            events,
+            rate,
+            seconds,
+            mqtt,
+            shards,
+            batch,
+            thresholds,
+        } => {
+            let thresholds = thresholds.unwrap_or_else(|| storm::default_thresholds(&events));
+            let opts = storm_latency::LatencyOptions {
+                rate,
+                seconds,
+                shards,
+                batch,
+            };
+            let r = if mqtt {
+                storm_latency::through_mqtt(&events, &thresholds, &opts)?
+            } else {
+                storm_latency::in_process(&events, &thresholds, &opts)?
+            };
+            result("latency", &input_name(&events), serde_json::to_value(&r)?);
+            Ok(())
+        }
+        Cmd::Memory {
+            gauges,
+            hours,
+            snapshot,
+        } => {
+            let mode = match snapshot.as_str() {
+                "auto" => storm_memory::SnapshotMode::Auto,
+                "always" => storm_memory::SnapshotMode::Always,
+                "never" => storm_memory::SnapshotMode::Never,
+                other => anyhow::bail!("--snapshot auto|always|never, not {other:?}"),
+            };
+            let r = storm_memory::memory(gauges, hours, mode, true)?;
+            result("memory", "synthetic", serde_json::to_value(&r)?);
+            Ok(())
+        }
+        Cmd::History {
+            events,
+            thresholds,
+            checkpoint_every,
+            segment_rows,
+            compare,
+        } => {
+            let thresholds = thresholds.unwrap_or_else(|| storm::default_thresholds(&events));
+            let opts = storm_history::HistoryOptions {
+                checkpoint_every,
+                segment_rows,
+                compare,
+            };
+            let r = storm_history::history(&events, &thresholds, &opts)?;
+            result("history", &input_name(&events), serde_json::to_value(&r)?);
+            Ok(())
+        }
     }
 }
 
