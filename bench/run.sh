@@ -17,8 +17,11 @@
 #   --timeout S        seconds before any other run is killed (default 900)
 #   --latency-seconds D  how long each `storm latency` run offers load (default 10)
 #   --traced           also one `storm e2e --trace` run, which reports the checksum (slow)
-#   --smoke            S=50 H=6, 1 run, no peers, small latency/memory rows, --traced, output
-#                      in the build directory (what CI runs); any failure or mismatch exits non-zero
+#   --smoke            S=50 H=6, 1 run, no peers, small latency/memory rows, --traced, debug
+#                      build, output in the build directory (what CI runs); any failure or
+#                      mismatch exits non-zero
+#   --profile P        release (default) or debug: which build of the benchmark binaries runs
+#                      (debug reuses what `cargo test` built; its figures mean nothing)
 #   --data DIR         datasets, DIR/S{S}_H{H} (default $HOME/.cache/forewarn/bench-data)
 #   --out DIR          where RESULTS.md and results.json go (default bench/; --smoke:
 #                      <cargo target dir>/bench-smoke, outside git)
@@ -50,7 +53,7 @@ S=10000 H=72 SEED=42 RUNS=3
 PEERS="duckdb,polars,limit,bytewax,flink"
 FOREWARN="all"
 FLINK_RUNS=1 FLINK_TIMEOUT=1800 TIMEOUT=900 LAT_SECONDS=10
-SMOKE=no BUILD=yes GENERATOR=rust TRACED=no
+SMOKE=no BUILD=yes GENERATOR=rust TRACED=no PROFILE=""
 DATA="$HOME/.cache/forewarn/bench-data"
 OUT="" STORM=""
 LAT_RATES="10000 100000 1000000" MQTT_RATE=50000 GAUGES="10000 100000 1000000"
@@ -70,6 +73,7 @@ while [ $# -gt 0 ]; do
         --timeout) need "$@"; TIMEOUT="$2"; shift 2 ;;
         --latency-seconds) need "$@"; LAT_SECONDS="$2"; shift 2 ;;
         --smoke) SMOKE=yes; shift ;;
+        --profile) need "$@"; PROFILE="$2"; shift 2 ;;
         --traced) TRACED=yes; shift ;;
         --data) need "$@"; DATA="$2"; shift 2 ;;
         --out) need "$@"; OUT="$2"; shift 2 ;;
@@ -88,7 +92,14 @@ if [ -x "$V/main/bin/python" ]; then PY="$V/main/bin/python"; else PY="$(command
 TARGET_DIR="$(cd "$ROOT" && cargo metadata --no-deps --format-version 1 2>/dev/null \
     | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null)" \
     || TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-BIN="$TARGET_DIR/release"
+if [ -z "$PROFILE" ]; then
+    if [ "$SMOKE" = yes ]; then PROFILE=debug; else PROFILE=release; fi
+fi
+case "$PROFILE" in
+    release) BIN="$TARGET_DIR/release"; PROFILE_FLAG=(--release) ;;
+    debug) BIN="$TARGET_DIR/debug"; PROFILE_FLAG=() ;;
+    *) echo "run.sh: --profile release|debug" >&2; exit 64 ;;
+esac
 if [ "$SMOKE" = yes ]; then
     # tiny and fast: every forewarn benchmark once, answers checked, nothing in the work tree
     S=50 H=6 RUNS=1 PEERS=none LAT_SECONDS=1 TRACED=yes
@@ -132,8 +143,8 @@ cd "$ROOT"
 # ---------------------------------------------------------------- 1. build
 BUILD_STATUS="skipped (--no-build)"
 if [ "$BUILD" = yes ]; then
-    log "cargo build --release -p forewarn-bench --locked (target dir $TARGET_DIR)"
-    if cargo build --release -p forewarn-bench --locked; then
+    log "cargo build ${PROFILE_FLAG[*]} -p forewarn-bench --locked (target dir $TARGET_DIR)"
+    if cargo build ${PROFILE_FLAG[@]+"${PROFILE_FLAG[@]}"} -p forewarn-bench --locked; then
         BUILD_STATUS="ok"
     else
         BUILD_STATUS="FAILED"
@@ -284,7 +295,7 @@ EOF
     if [ -x /usr/sbin/mosquitto ]; then echo "mosquitto $(/usr/sbin/mosquitto -h 2>/dev/null | head -1 | awk '{print $NF}')"; fi
 } > "$WORK/versions.txt"
 export COMMAND_LINE LOAD_AT_START STARTED DS D S H SEED RUNS FLINK_RUNS SMOKE BUILD_STATUS GEN_USED \
-    STORM LAT_SECONDS
+    STORM LAT_SECONDS PROFILE
 "$PY" - "$WORK/machine.json" "$WORK/versions.txt" <<'EOF'
 import json, os, platform, subprocess, sys
 e = os.environ
@@ -316,7 +327,7 @@ json.dump(dict(
     started=e["STARTED"], finished=sh("date", "-u", "+%Y-%m-%dT%H:%M:%SZ"),
     dataset=e["DS"], data_dir=e["D"], stations=int(e["S"]), hours=int(e["H"]), seed=int(e["SEED"]),
     runs=int(e["RUNS"]), flink_runs=int(e["FLINK_RUNS"]), smoke=e["SMOKE"] == "yes",
-    build=e["BUILD_STATUS"], generator=e["GEN_USED"], storm=e["STORM"],
+    build=e["BUILD_STATUS"], profile=e["PROFILE"], generator=e["GEN_USED"], storm=e["STORM"],
     latency_seconds=int(e["LAT_SECONDS"])), open(sys.argv[1], "w"), indent=1)
 EOF
 

@@ -387,7 +387,9 @@ def main():
         f"Date: {m['started']} – {m['finished']} (UTC)  ",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram']} RAM, kernel {m['kernel']} ({m['os']}); "
         f"load average at start {m['load_at_start']}  ",
-        f"Toolchain: {m['rustc']}; forewarn build: {m['build']}; `storm`: `{m['storm']}`  ",
+        f"Toolchain: {m['rustc']}; forewarn build: {m['build']} ({m.get('profile', 'release')} profile"
+        + ("; a debug build's figures mean nothing" if m.get('profile') == 'debug' else "")
+        + f"); `storm`: `{m['storm']}`  ",
         "Peers: " + (", ".join(f"{k} {v}" for k, v in m["versions"].items()) or "none installed") + "  ",
         f"Data: `{m['data_dir']}` — S = {m['stations']:,} stations, H = {m['hours']} h, seed {m['seed']}, "
         f"{(exp or {}).get('n_events', 0):,} readings; generator: {m['generator']}"

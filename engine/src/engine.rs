@@ -29,8 +29,15 @@ mod snapshot;
 pub use reload::{ClearReason, ReloadClear, ReloadError, ReloadReport, WarmSample, Warmup};
 pub use snapshot::SnapshotError;
 
+/// How many entities ahead of the one being evaluated the engine prefetches window starts.
+const PREFETCH_AHEAD: usize = 4;
+
 /// Interned entity id: an index into the engine's dense per-entity state.
 pub type EntityId = u32;
+
+/// Entity name → id. Looked up once per reading: a fast non-cryptographic hash (entity ids
+/// come from the operator's own devices; a flooding attacker could only slow one engine).
+type IdMap = HashMap<Box<str>, EntityId, foldhash::fast::RandomState>;
 
 /// How time advances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -404,12 +411,14 @@ struct Scratch {
 pub struct Engine {
     plan: Arc<Plan>,
     cfg: EngineConfig,
-    ids: HashMap<Box<str>, EntityId>,
+    ids: IdMap,
     entities: Vec<EntityState>,
     groups: Vec<GroupIndex>,
     timings: Vec<FeedTiming>,
     since_zones: Vec<Option<Zone>>,
     retention: Vec<Millis>,
+    /// Per feed, the distinct widths of its windows (for prefetching window starts).
+    feed_widths: Vec<Vec<Millis>>,
     rules_by_feed: Vec<Vec<usize>>,
     known: Option<std::collections::HashSet<String>>,
     deadlines: BinaryHeap<Reverse<(Millis, Millis, EntityId, u64)>>,
@@ -449,6 +458,14 @@ impl Engine {
         let retention = (0..plan.feeds.len())
             .map(|f| plan.retention(f) + forewarn_rules::ir::HOUR)
             .collect();
+        let mut feed_widths: Vec<Vec<Millis>> = vec![Vec::new(); plan.feeds.len()];
+        for w in &plan.windows {
+            if let Some(width) = w.width {
+                if !feed_widths[w.feed].contains(&width) {
+                    feed_widths[w.feed].push(width);
+                }
+            }
+        }
         let mut rules_by_feed = vec![Vec::new(); plan.feeds.len()];
         for (r, rule) in plan.rules.iter().enumerate() {
             for &f in &rule.feeds {
@@ -490,12 +507,13 @@ impl Engine {
             pending: vec![ReorderQueue::default(); plan.feeds.len()],
             plan,
             cfg,
-            ids: HashMap::new(),
+            ids: IdMap::default(),
             entities: Vec::new(),
             groups,
             timings,
             since_zones,
             retention,
+            feed_widths,
             rules_by_feed,
             known,
             deadlines: BinaryHeap::new(),
@@ -640,15 +658,18 @@ impl Engine {
     }
 
     /// Check a reading's value and clock; on success the canonical value.
-    fn validate(&mut self, r: &Reading<'_>) -> Result<f64, (RejectReason, String)> {
+    /// `known`: the entity is already interned (so its id was checked when it was first seen).
+    fn validate(&mut self, r: &Reading<'_>, known: bool) -> Result<f64, (RejectReason, String)> {
         if !(MIN_TS..=MAX_TS).contains(&r.ts) {
             return Err((
                 RejectReason::BadTimestamp,
                 format!("timestamp {} ms is outside the years 1900..9999", r.ts),
             ));
         }
-        if let Err(why) = check_entity_id(r.entity) {
-            return Err((RejectReason::Malformed, why));
+        if !known {
+            if let Err(why) = check_entity_id(r.entity) {
+                return Err((RejectReason::Malformed, why));
+            }
         }
         let feed = self.plan.feeds.get(r.feed).ok_or_else(|| {
             (
@@ -839,14 +860,18 @@ impl Engine {
     /// delay), its entity's rules evaluated, and the watermark advanced.
     pub fn push(&mut self, r: &Reading<'_>, out: &mut dyn Sink) -> Result<Accepted, RejectReason> {
         self.counters.read += 1;
-        let v = match self.validate(r) {
+        let known = self.ids.get(r.entity).copied();
+        let v = match self.validate(r, known.is_some()) {
             Ok(v) => v,
             Err((reason, detail)) => {
                 self.reject(r, reason, detail, out);
                 return Err(reason);
             }
         };
-        let id = self.intern(r.entity);
+        let id = match known {
+            Some(id) => id,
+            None => self.intern(r.entity),
+        };
         if self.plan.feeds[r.feed].reorder > 0 {
             self.hold(id, r, v);
             self.advance(out, false);
@@ -881,13 +906,17 @@ impl Engine {
         batch.clear();
         for (i, r) in readings.iter().enumerate() {
             self.counters.read += 1;
-            match self.validate(r) {
+            let known = self.ids.get(r.entity).copied();
+            match self.validate(r, known.is_some()) {
                 Err((reason, detail)) => {
                     self.reject(r, reason, detail, out);
                     results[i] = Err(reason);
                 }
                 Ok(v) => {
-                    let id = self.intern(r.entity);
+                    let id = match known {
+                        Some(id) => id,
+                        None => self.intern(r.entity),
+                    };
                     if self.plan.feeds[r.feed].reorder > 0 {
                         self.hold(id, r, v);
                         results[i] = Ok(Accepted::Held);
@@ -1050,7 +1079,23 @@ impl Engine {
     ) {
         let mut touched = std::mem::take(&mut self.scratch.touched);
         touched.clear();
-        for &(e, f, ts, v, tag) in group {
+        for (i, &(e, f, ts, v, tag)) in group.iter().enumerate() {
+            // Software pipelining over the group's entities (thousands at one instant on a
+            // large network): their state is cold, so start loading the entity record a few
+            // readings ahead and its feed slot and newest sample closer in.
+            if let Some(&(ahead, ..)) = group.get(i + 2 * PREFETCH_AHEAD) {
+                crate::window::prefetch(&self.entities[ahead as usize]);
+            }
+            if let Some(&(ahead, fa, ..)) = group.get(i + PREFETCH_AHEAD) {
+                let ent = &self.entities[ahead as usize];
+                crate::window::prefetch(&ent.feeds[fa]);
+                crate::window::prefetch(ent.rules.as_ptr());
+            }
+            if let Some(&(ahead, fa, ..)) = group.get(i + PREFETCH_AHEAD / 2) {
+                self.entities[ahead as usize].feeds[fa]
+                    .buf
+                    .prefetch_newest();
+            }
             let tau = self.entities[e as usize].tau;
             let late = tau.is_some_and(|tau| ts < tau);
             if late {
@@ -1141,7 +1186,20 @@ impl Engine {
         for &(e, _) in &touched {
             self.scratch.touch_index[e as usize] = 0;
         }
-        for &(e, late) in &touched {
+        for (k, &(e, late)) in touched.iter().enumerate() {
+            // Many entities evaluated at one instant: start loading the window starts of one
+            // a few places ahead, so that its cache misses overlap with this one's work.
+            if let Some(&(ahead, _)) = touched.get(k + 2 * PREFETCH_AHEAD) {
+                crate::window::prefetch(&self.entities[ahead as usize]);
+            }
+            if let Some(&(ahead, _)) = touched.get(k + PREFETCH_AHEAD) {
+                let ent = &self.entities[ahead as usize];
+                crate::window::prefetch(ent.feeds.as_ptr());
+                crate::window::prefetch(ent.rules.as_ptr());
+            }
+            if let Some(&(ahead, _)) = touched.get(k + PREFETCH_AHEAD / 2) {
+                self.prefetch_windows(ahead, t);
+            }
             let tau = self.entities[e as usize].tau.map_or(t, |tau| tau.max(t));
             self.entities[e as usize].tau = Some(tau);
             self.evaluate(e, tau, late, EvalCause::Reading, out);
@@ -1149,6 +1207,15 @@ impl Engine {
             self.schedule(e);
         }
         self.scratch.touched = touched;
+    }
+
+    fn prefetch_windows(&self, e: EntityId, t: Millis) {
+        let ent = &self.entities[e as usize];
+        for (f, slot) in ent.feeds.iter().enumerate() {
+            for &w in &self.feed_widths[f] {
+                slot.buf.prefetch_window_start(t, w);
+            }
+        }
     }
 
     fn activate_rules(&mut self, e: EntityId, f: FeedId) {

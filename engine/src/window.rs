@@ -67,6 +67,10 @@ pub struct SampleBuffer {
     samples: VecDeque<Sample>,
     /// The prefix sum just before the oldest sample held (that of the last evicted sample).
     cum_before: i64,
+    /// Timestamp of the oldest sample held (meaningless when empty): kept here, beside the
+    /// deque's header, so that locating a window start and deciding whether to evict do not
+    /// load the oldest sample's cache line.
+    first_ts: Millis,
 }
 
 /// The result of a window function: a number, a condition, or no value.
@@ -125,17 +129,18 @@ impl SampleBuffer {
     #[inline]
     fn after(&self, t: Millis) -> usize {
         let n = self.samples.len();
-        let (Some(first), Some(last)) = (self.samples.front(), self.samples.back()) else {
+        let Some(last) = self.samples.back() else {
             return 0;
         };
         if t >= last.ts {
             return n;
         }
-        if t < first.ts {
+        let first_ts = self.first_ts;
+        if t < first_ts {
             return 0;
         }
         // From here samples[0].ts <= t < samples[n - 1].ts, so n >= 2.
-        let frac = (t - first.ts) as f64 / (last.ts - first.ts) as f64;
+        let frac = (t - first_ts) as f64 / (last.ts - first_ts) as f64;
         let guess = ((frac * (n - 1) as f64) as usize).min(n - 2);
         if self.samples[guess].ts <= t {
             // gallop forward: samples[lo].ts <= t < samples[hi].ts
@@ -190,6 +195,7 @@ impl SampleBuffer {
                     value,
                     cum: self.cum_before.wrapping_add(micro),
                 });
+                self.first_ts = ts;
                 return InsertOutcome::New;
             }
             Some(last) if last.ts < ts => {
@@ -223,6 +229,9 @@ impl SampleBuffer {
             return outcome;
         }
         let before = self.cum_before_index(idx);
+        if idx == 0 {
+            self.first_ts = ts;
+        }
         self.samples.insert(
             idx,
             Sample {
@@ -239,11 +248,45 @@ impl SampleBuffer {
 
     /// Drop samples stamped at or before `t`.
     pub fn evict_through(&mut self, t: Millis) {
+        if self.samples.is_empty() || self.first_ts > t {
+            return;
+        }
         while self.samples.front().is_some_and(|s| s.ts <= t) {
             if let Some(s) = self.samples.pop_front() {
                 self.cum_before = s.cum;
             }
         }
+        if let Some(s) = self.samples.front() {
+            self.first_ts = s.ts;
+        }
+    }
+
+    /// Ask the CPU to start loading the newest sample (where an in-order reading is appended).
+    #[inline]
+    pub fn prefetch_newest(&self) {
+        if let Some(last) = self.samples.back() {
+            prefetch(last);
+        }
+    }
+
+    /// Ask the CPU to start loading the samples a window of width `w` at `t` starts at, and
+    /// the oldest sample (eviction reads it), without waiting for them. The engine calls this
+    /// a few entities ahead of evaluating them when many are evaluated at one instant, so
+    /// that the cache misses of different entities overlap instead of queueing.
+    #[inline]
+    pub fn prefetch_window_start(&self, t: Millis, w: Millis) {
+        let n = self.samples.len();
+        let Some(last) = self.samples.back() else {
+            return;
+        };
+        let start = t - w;
+        if n < 2 || start <= self.first_ts || start >= last.ts {
+            return;
+        }
+        let frac = (start - self.first_ts) as f64 / (last.ts - self.first_ts) as f64;
+        let guess = ((frac * (n - 1) as f64) as usize).min(n - 1);
+        prefetch(&self.samples[guess]);
+        prefetch(&self.samples[0]);
     }
 
     /// The prefix sum just before sample `idx`.
@@ -496,6 +539,18 @@ impl SampleBuffer {
             _ => (hi > lo).then(|| self.samples[lo].ts + w),
         }
     }
+}
+
+/// Start loading the cache line holding `p` (a hint: never faults, no effect elsewhere).
+#[inline(always)]
+pub(crate) fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint; it does not dereference `p` and cannot fault.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 #[inline]

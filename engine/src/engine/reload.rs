@@ -626,6 +626,7 @@ impl Engine {
             timings,
             since_zones,
             retention,
+            feed_widths,
             rules_by_feed,
             known,
             provenance,
@@ -666,6 +667,7 @@ impl Engine {
         self.timings = timings;
         self.since_zones = since_zones;
         self.retention = retention;
+        self.feed_widths = feed_widths;
         self.rules_by_feed = rules_by_feed;
         self.known = known;
         self.provenance = provenance;

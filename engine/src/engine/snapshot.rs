@@ -7,7 +7,6 @@
 //! another one is refused (a rule reload maps state by name instead).
 
 use std::cmp::Reverse;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use forewarn_rules::ir::{Millis, Plan};
@@ -154,7 +153,8 @@ impl Engine {
         {
             return inconsistent("an entity id out of range");
         }
-        let mut ids = HashMap::with_capacity(n);
+        let mut ids = super::IdMap::default();
+        ids.reserve(n);
         for (i, e) in snap.entities.iter().enumerate() {
             ids.insert(e.name.clone().into_boxed_str(), i as EntityId);
         }
