@@ -8,7 +8,7 @@
 #   --stations S       rain gauges (default 10000)
 #   --hours H          hours of feed (default 72)
 #   --seed N           generator seed (default 42)
-#   --runs N           timed runs per row, the median is reported (default 3)
+#   --runs N           timed runs per row, the median is reported (default 3; memory rows: 1)
 #   --peers LIST       comma list of duckdb,polars,limit,bytewax,flink,pathway, or none
 #                      (default duckdb,polars,limit,bytewax,flink; pathway runs its 1 h rule only)
 #   --forewarn LIST    comma list of e2e,decode,core,latency,memory,history, all or none (default all)
@@ -237,7 +237,7 @@ has "$FOREWARN" latency && {
         "$STORM" latency "$D/events.parquet" --mqtt --rate "$MQTT_RATE" --seconds "$LAT_SECONDS"
 }
 has "$FOREWARN" memory && for g in $GAUGES; do
-    row "forewarn memory $g gauges" "$TIMEOUT" "$RUNS" "tool=forewarn group=memory gauges=$g check=full" -- \
+    row "forewarn memory $g gauges" "$TIMEOUT" 1 "tool=forewarn group=memory gauges=$g check=full" -- \
         "$STORM" memory --gauges "$g"
 done
 has "$FOREWARN" history && \

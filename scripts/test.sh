@@ -35,6 +35,10 @@ echo "== cargo clippy (default features: the core builds without the daemon)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --all-features --locked "$@"
+echo "== benchmark smoke run: every storm benchmark once at S=50 H=6, answers checked (bench/run.sh)"
+bash bench/run.sh --smoke > "${CARGO_TARGET_DIR}/bench-smoke.log" 2>&1 \
+    || { cat "${CARGO_TARGET_DIR}/bench-smoke.log"; exit 1; }
+tail -1 "${CARGO_TARGET_DIR}/bench-smoke.log"
 echo "== forewarn test tests/cases (the same runner the case tests use)"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

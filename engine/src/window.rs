@@ -187,6 +187,7 @@ impl SampleBuffer {
     /// Insert a sample at its event-time position, applying `policy` to an existing timestamp.
     pub fn insert(&mut self, ts: Millis, value: f64, policy: DuplicatePolicy) -> InsertOutcome {
         let micro = to_micro(value);
+        self.grow();
         // Fast path: in-order append.
         match self.samples.back() {
             None => {
@@ -244,6 +245,17 @@ impl SampleBuffer {
             s.cum = s.cum.wrapping_add(micro);
         }
         InsertOutcome::New
+    }
+
+    /// Make room for one more sample, growing by a quarter rather than doubling: a buffer
+    /// settles at the size its longest window needs (a day of 5-minute samples is ~290), and
+    /// doubling would leave up to half of every entity's allocation unused.
+    #[inline]
+    fn grow(&mut self) {
+        let (len, cap) = (self.samples.len(), self.samples.capacity());
+        if len == cap {
+            self.samples.reserve_exact((len / 4).max(4));
+        }
     }
 
     /// Drop samples stamped at or before `t`.
