@@ -13,6 +13,8 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use forewarn_rules::ir::{
     BinOp, Cell, Expr, FeedId, GroupFunc, Millis, Plan, RuleDef, TemplatePart, WindowFunc,
 };
@@ -23,7 +25,9 @@ use crate::record::{
 };
 use crate::time::Zone;
 use crate::window::{min_opt, FeedTiming, InsertOutcome, SampleBuffer, WindowValue};
+use ids::{EntityKey, IdMap};
 
+mod ids;
 mod reload;
 mod snapshot;
 pub use reload::{ClearReason, ReloadClear, ReloadError, ReloadReport, WarmSample, Warmup};
@@ -34,10 +38,6 @@ const PREFETCH_AHEAD: usize = 4;
 
 /// Interned entity id: an index into the engine's dense per-entity state.
 pub type EntityId = u32;
-
-/// Entity name → id. Looked up once per reading: a fast non-cryptographic hash (entity ids
-/// come from the operator's own devices; a flooding attacker could only slow one engine).
-type IdMap = HashMap<Box<str>, EntityId, foldhash::fast::RandomState>;
 
 /// How time advances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -251,7 +251,7 @@ struct RuleState {
     level: Option<usize>,
     seq: u64,
     level_since: Millis,
-    hold_since: Vec<Option<Millis>>,
+    hold_since: SmallVec<[Option<Millis>; 4]>,
     exit_since: Option<Millis>,
     clear_since: Option<Millis>,
 }
@@ -260,10 +260,12 @@ struct RuleState {
 struct EntityState {
     name: String,
     tau: Option<Millis>,
-    feeds: Vec<FeedSlot>,
-    rules: Vec<RuleState>,
-    table_rows: Vec<Option<usize>>,
-    groups: Vec<Option<usize>>,
+    // Inline up to typical sizes: an entity's state is then one contiguous record, and
+    // evaluating it does not chase a pointer per part (the cache misses of a large network).
+    feeds: SmallVec<[FeedSlot; 1]>,
+    rules: SmallVec<[RuleState; 3]>,
+    table_rows: SmallVec<[Option<usize>; 2]>,
+    groups: SmallVec<[Option<usize>; 2]>,
     next_deadline: Option<Millis>,
     /// Generation of the entity's live entry in the deadline heap; older entries are stale.
     deadline_gen: u64,
@@ -627,7 +629,7 @@ impl Engine {
             .rules
             .iter()
             .map(|r| RuleState {
-                hold_since: vec![None; r.levels.len()],
+                hold_since: smallvec::smallvec![None; r.levels.len()],
                 ..RuleState::default()
             })
             .collect();
@@ -646,14 +648,14 @@ impl Engine {
             tau: None,
             feeds,
             rules,
-            table_rows,
-            groups,
+            table_rows: table_rows.into(),
+            groups: groups.into(),
             next_deadline: None,
             deadline_gen: 0,
             queued: None,
             delay: 0,
         });
-        self.ids.insert(name.into(), id);
+        self.ids.insert(EntityKey::new(name), id);
         id
     }
 

@@ -700,8 +700,8 @@ impl Engine {
             let name = self.entities[e].name.clone();
             let (rows, groups) = self.place_entity(&name, e as EntityId);
             let ent = &mut self.entities[e];
-            ent.table_rows = rows;
-            ent.groups = groups;
+            ent.table_rows = rows.into();
+            ent.groups = groups.into();
             let mut slots: Vec<Option<FeedSlot>> = std::mem::take(&mut ent.feeds)
                 .into_iter()
                 .map(Some)
@@ -718,7 +718,7 @@ impl Engine {
                 .enumerate()
                 .map(|(r2, rule)| match map.rule_old[r2] {
                     None => RuleState {
-                        hold_since: vec![None; rule.levels.len()],
+                        hold_since: smallvec::smallvec![None; rule.levels.len()],
                         ..RuleState::default()
                     },
                     Some(r) => {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use forewarn_rules::ir::{Millis, Plan};
 use serde::{Deserialize, Serialize};
 
+use super::ids::{EntityKey, IdMap};
 use super::{Counters, Engine, EngineConfig, EntityId, EntityState, GroupIndex, Pending};
 
 /// Version of the snapshot layout; bumped on any incompatible change.
@@ -153,10 +154,10 @@ impl Engine {
         {
             return inconsistent("an entity id out of range");
         }
-        let mut ids = super::IdMap::default();
+        let mut ids = IdMap::default();
         ids.reserve(n);
         for (i, e) in snap.entities.iter().enumerate() {
-            ids.insert(e.name.clone().into_boxed_str(), i as EntityId);
+            ids.insert(EntityKey::new(&e.name), i as EntityId);
         }
         if ids.len() != n {
             return inconsistent("an entity appears twice");
