@@ -199,6 +199,12 @@ pub enum Problem {
         /// The previous interval's end (UTC ms).
         previous_end: Millis,
     },
+    /// An interval whose length does not fit in 64-bit milliseconds.
+    #[error("interval {index} is too long")]
+    TooLong {
+        /// Index in the forecast's intervals.
+        index: usize,
+    },
     /// A NaN or infinite value.
     #[error("interval {index} has a value that is not finite")]
     NotFinite {

@@ -189,6 +189,9 @@ pub(super) fn check_interval(
             end: iv.end,
         });
     }
+    if iv.end.checked_sub(iv.start).is_none() {
+        return Err(Problem::TooLong { index });
+    }
     if !iv.value.is_finite() {
         return Err(Problem::NotFinite { index });
     }

@@ -361,6 +361,28 @@ fn store_rejects_bad_forecasts() {
     assert!(s.insert(0, unsorted).is_err());
     let empty = fc(T0, None, vec![iv(2, 2, 1.0)]);
     assert!(s.insert(0, empty).is_err());
+    let huge = fc(
+        T0,
+        None,
+        vec![ForecastInterval {
+            start: Millis::MIN,
+            end: Millis::MAX,
+            value: 1.0,
+        }],
+    );
+    assert!(matches!(
+        s.insert(0, huge),
+        Err(ForecastError::Invalid {
+            problem: Problem::TooLong { index: 0 },
+            ..
+        })
+    ));
+    // Epoch milliseconds that far out parse as timestamps, so the parser must refuse too.
+    let out = parse_jsonl(
+        r#"{"feed":"qpf","entity":"g1","issued":0,"intervals":[{"start":"-9223372036854775808","end":"9223372036854775807","value":1}]}"#,
+        &JsonlDefaults::default(),
+    );
+    assert!(out[0].is_err(), "{:?}", out[0]);
     let mut other = (*fc(T0, None, vec![])).clone();
     other.feed = "stage".into();
     assert!(matches!(
@@ -668,4 +690,134 @@ received = "2022-02-04T03:40:00Z"
         no_layer.load(dir.path()),
         Err(ForecastError::Config { .. })
     ));
+}
+
+/// A forecast for the property tests: whole hours from T0, `(gap, len, value)` steps.
+fn arb_forecast(
+    issued: i64,
+    received: Option<i64>,
+    start: i64,
+    steps: &[(i64, i64, u8)],
+) -> Arc<Forecast> {
+    let mut at = start;
+    let mut intervals = Vec::new();
+    for &(gap, len, v) in steps {
+        at += gap;
+        intervals.push(iv(at, at + len, f64::from(v)));
+        at += len;
+    }
+    fc(h(issued), received.map(|r| h(issued + r)), intervals)
+}
+
+/// The naive answer: scan forecasts newest first (as-of, issued, insertion), check every hour
+/// cell of the window is inside an interval, and add value / length per cell.
+fn oracle(
+    forecasts: &[Arc<Forecast>],
+    mode: AsOf,
+    tau: Millis,
+    from: Millis,
+    to: Millis,
+) -> Option<(f64, Millis)> {
+    let mut order: Vec<usize> = (0..forecasts.len()).collect();
+    order.sort_by_key(|&i| (forecasts[i].as_of(mode), forecasts[i].issued, i));
+    'forecast: for &i in order.iter().rev() {
+        let f = &forecasts[i];
+        if f.as_of(mode) > tau || from >= to {
+            continue;
+        }
+        let mut sum = 0.0;
+        let mut cell = from;
+        while cell < to {
+            let Some(iv) = f
+                .intervals
+                .iter()
+                .find(|iv| iv.start <= cell && cell + HOUR <= iv.end)
+            else {
+                continue 'forecast;
+            };
+            sum += iv.value * HOUR as f64 / (iv.end - iv.start) as f64;
+            cell += HOUR;
+        }
+        return Some((sum, f.issued));
+    }
+    None
+}
+
+type Steps = Vec<(i64, i64, u8)>;
+
+fn arb_forecasts() -> impl proptest::strategy::Strategy<Value = Vec<(i64, Option<i64>, i64, Steps)>>
+{
+    proptest::collection::vec(
+        (
+            0i64..20,
+            proptest::option::of(0i64..5),
+            0i64..12,
+            proptest::collection::vec((0i64..3, 1i64..7, 0u8..13), 0..5),
+        ),
+        1..7,
+    )
+}
+
+proptest::proptest! {
+    /// The store picks the same forecast and sum as the naive scan, in both modes.
+    #[test]
+    fn store_matches_the_naive_scan(
+        specs in arb_forecasts(),
+        queries in proptest::collection::vec((0i64..30, 0i64..30, 1i64..10), 1..20),
+        backtest in proptest::bool::ANY,
+    ) {
+        let mode = if backtest { AsOf::Issued } else { AsOf::Received };
+        let forecasts: Vec<_> = specs
+            .iter()
+            .map(|(i, r, s, steps)| arb_forecast(*i, *r, *s, steps))
+            .collect();
+        let mut s = store(mode);
+        for f in &forecasts {
+            s.insert(3, f.clone()).unwrap();
+        }
+        for (tau, from, len) in queries {
+            let (tau, from, to) = (h(tau), h(from), h(from + len));
+            let got = s.sum(3, tau, from, to).map(|v| (v.value, v.issued));
+            let want = oracle(&forecasts, mode, tau, from, to);
+            match (got, want) {
+                (Some((g, gi)), Some((w, wi))) => {
+                    proptest::prop_assert!((g - w).abs() < 1e-9, "{} vs {}", g, w);
+                    proptest::prop_assert_eq!(gi, wi);
+                }
+                (g, w) => proptest::prop_assert_eq!(g, w),
+            }
+        }
+    }
+
+    /// Pruning against a watermark never changes an answer the promise allows
+    /// (τ ≥ watermark, window start ≥ watermark − keep_back).
+    #[test]
+    fn pruning_never_changes_an_allowed_answer(
+        specs in arb_forecasts(),
+        watermark in 0i64..20,
+        keep_back in 0i64..4,
+        queries in proptest::collection::vec((0i64..15, 0i64..15, 1i64..10), 1..20),
+        prune_first in proptest::bool::ANY,
+    ) {
+        let config = StoreConfig { as_of: AsOf::Issued, keep_back: keep_back * HOUR, max_per_entity: 64 };
+        let mut full = ForecastStore::new("qpf", config);
+        let mut pruned = ForecastStore::new("qpf", config);
+        if prune_first {
+            pruned.set_watermark(h(watermark));
+        }
+        for (i, r, st, steps) in &specs {
+            let f = arb_forecast(*i, *r, *st, steps);
+            full.insert(0, f.clone()).unwrap();
+            pruned.insert(0, f).unwrap();
+        }
+        pruned.set_watermark(h(watermark));
+        pruned.prune();
+        for (dt, back, len) in queries {
+            let tau = h(watermark + dt);
+            let from = h(watermark - keep_back + back);
+            let to = from + len * HOUR;
+            proptest::prop_assert_eq!(full.sum(0, tau, from, to), pruned.sum(0, tau, from, to));
+            proptest::prop_assert_eq!(full.max(0, tau, from, to), pruned.max(0, tau, from, to));
+        }
+    }
 }
