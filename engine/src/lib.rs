@@ -26,6 +26,7 @@ pub mod config;
 pub mod daemon;
 pub mod durable;
 pub mod engine;
+pub mod forecast;
 #[cfg(feature = "history")]
 pub mod history;
 pub mod loader;
