@@ -3,11 +3,11 @@
 //! A warning episode of one rule for one entity becomes a chain of CAP messages tied together by
 //! `incidents` and `references` (`docs/cap.md` has the full mapping):
 //!
-//! | transition            | `msgType` | `references`              |
-//! | --------------------- | --------- | ------------------------- |
-//! | raise                 | `Alert`   | —                         |
-//! | escalate / downgrade  | `Update`  | the episode's previous message |
-//! | clear                 | `Cancel`  | the episode's previous message |
+//! | transition           | `msgType` | `references`                   |
+//! | -------------------- | --------- | ------------------------------ |
+//! | raise                | `Alert`   | —                              |
+//! | escalate / downgrade | `Update`  | the episode's previous message |
+//! | clear                | `Cancel`  | the episode's previous message |
 //!
 //! [`CapWriter`] keeps, per `(rule, entity)`, the `sent` time of each message of the open
 //! episode, so `references` can name them exactly. It does not persist that memory: after a
