@@ -20,6 +20,15 @@ if ! { command -v mosquitto || [ -x /usr/sbin/mosquitto ]; } >/dev/null 2>&1 \
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mosquitto mosquitto-clients openssl >/dev/null
 fi
 
+# The CAP tests validate every message with xmllint against the CAP 1.2 schema: install it when
+# missing. Nothing is skipped without it: the tests fail loudly.
+if ! command -v xmllint >/dev/null 2>&1; then
+    echo "== installing xmllint (apt-get)"
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libxml2-utils >/dev/null
+fi
+
 # The history tests read the Parquet files with pyarrow too: install it when missing.
 # Nothing is skipped without it: the test fails loudly.
 if ! python3 -c 'import pyarrow' >/dev/null 2>&1; then
