@@ -16,6 +16,8 @@ use crate::time::Zone;
 const PLOT_SIZE: (u32, u32) = (900, 300);
 /// Width and height of the histogram.
 const HIST_SIZE: (u32, u32) = (900, 280);
+/// Width of the legend column right of an entity plot.
+const LEGEND_WIDTH: u32 = 190;
 /// Histogram bin width in minutes.
 pub(crate) const BIN_MIN: f64 = 10.0;
 const FONT: &str = "sans-serif";
@@ -259,6 +261,54 @@ pub(crate) fn lead_histogram(leads_min: &[f64]) -> Result<Option<String>, Backte
     Ok(Some(svg))
 }
 
+/// How a legend entry is drawn.
+#[derive(Debug, Clone, Copy)]
+enum Swatch {
+    /// A translucent band (candidate warning).
+    Band,
+    /// A thin solid bar (reference event).
+    Bar,
+    /// A line (a series).
+    Line,
+}
+
+/// Draw legend entries top-down in `area` (labels longer than fits are cut with `…`).
+fn draw_legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    entries: &[(Swatch, RGBColor, String)],
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    const ROW: i32 = 18;
+    const MAX_CHARS: usize = 26;
+    let (x, mut y) = (6, 40);
+    let (_, height) = area.dim_in_pixel();
+    for (swatch, c, label) in entries {
+        if y + ROW > height as i32 - 10 {
+            area.draw(&Text::new("…", (x, y), (FONT, 11).into_font()))?;
+            break;
+        }
+        match swatch {
+            Swatch::Band => area.draw(&Rectangle::new(
+                [(x, y - 6), (x + 18, y + 6)],
+                c.mix(0.35).filled(),
+            ))?,
+            Swatch::Bar => area.draw(&Rectangle::new([(x, y - 3), (x + 18, y + 3)], c.filled()))?,
+            Swatch::Line => area.draw(&PathElement::new(
+                vec![(x, y), (x + 18, y)],
+                c.stroke_width(2),
+            ))?,
+        }
+        let text: String = if label.chars().count() > MAX_CHARS {
+            label.chars().take(MAX_CHARS - 1).chain(['…']).collect()
+        } else {
+            label.clone()
+        };
+        let style = TextStyle::from((FONT, 11).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+        area.draw(&Text::new(text, (x + 24, y), style))?;
+        y += ROW;
+    }
+    Ok(())
+}
+
 /// One entity's time-series plot: warning bands behind, lines, dashed thresholds, reference
 /// events as a bar along the bottom. `None` when there is nothing to plot.
 pub(crate) fn entity_plot(
@@ -310,11 +360,14 @@ pub(crate) fn entity_plot(
     } else {
         p.title.clone()
     };
+    // Legend entries, drawn in a column right of the plot so they never hide data.
+    let mut legend: Vec<(Swatch, RGBColor, String)> = Vec::new();
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, PLOT_SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(e)?;
-        let mut chart = ChartBuilder::on(&root)
+        let (plot_area, legend_area) = root.split_horizontally(PLOT_SIZE.0 - LEGEND_WIDTH);
+        let mut chart = ChartBuilder::on(&plot_area)
             .caption(&caption, (FONT, 16))
             .margin(10)
             .x_label_area_size(42)
@@ -342,7 +395,7 @@ pub(crate) fn entity_plot(
             .draw()
             .map_err(e)?;
 
-        // Candidate bands behind everything, one legend entry per level.
+        // Candidate bands behind everything.
         let mut band_levels: Vec<&str> = Vec::new();
         for (_, _, l) in &p.bands {
             if !band_levels.contains(&l.as_str()) {
@@ -358,11 +411,8 @@ pub(crate) fn entity_plot(
                         c.mix(0.22).filled(),
                     )
                 }))
-                .map_err(e)?
-                .label(format!("warning: {level}"))
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 5), (x + 14, y + 5)], c.mix(0.4).filled())
-                });
+                .map_err(e)?;
+            legend.push((Swatch::Band, c, format!("warning: {level}")));
         }
         // Reference events along the bottom.
         let mut ref_levels: Vec<&str> = Vec::new();
@@ -382,11 +432,10 @@ pub(crate) fn entity_plot(
                             Rectangle::new([(*s, bar.0), (*end, bar.1)], c.filled())
                         }),
                 )
-                .map_err(e)?
-                .label(format!("reference: {level}"))
-                .legend(move |(x, y)| Rectangle::new([(x, y - 2), (x + 14, y + 2)], c.filled()));
+                .map_err(e)?;
+            legend.push((Swatch::Bar, c, format!("reference: {level}")));
         }
-        // Thresholds: dashed, labelled at the left end.
+        // Thresholds: dashed, labelled at the right end.
         for (label, v) in &p.thresholds {
             if !v.is_finite() {
                 continue;
@@ -409,11 +458,11 @@ pub(crate) fn entity_plot(
                 .map_err(e)?;
             let style = TextStyle::from((FONT, 11).into_font())
                 .color(&c)
-                .pos(Pos::new(HPos::Left, VPos::Bottom));
+                .pos(Pos::new(HPos::Right, VPos::Bottom));
             chart
                 .draw_series(std::iter::once(Text::new(
                     label.clone(),
-                    (t0 + (t1 - t0) / 200, *v),
+                    (t1 - (t1 - t0) / 150, *v),
                     style,
                 )))
                 .map_err(e)?;
@@ -426,20 +475,10 @@ pub(crate) fn entity_plot(
                     pts.iter().copied().filter(|(_, v)| v.is_finite()),
                     c.stroke_width(2),
                 ))
-                .map_err(e)?
-                .label(label.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
-                });
+                .map_err(e)?;
+            legend.push((Swatch::Line, c, label.clone()));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .label_font((FONT, 11))
-            .draw()
-            .map_err(e)?;
+        draw_legend(&legend_area, &legend).map_err(e)?;
         root.present().map_err(e)?;
     }
     Ok(Some(svg))
