@@ -18,6 +18,8 @@ const PLOT_SIZE: (u32, u32) = (900, 300);
 const HIST_SIZE: (u32, u32) = (900, 280);
 /// Width of the legend column right of an entity plot.
 const LEGEND_WIDTH: u32 = 190;
+/// Leads beyond ± this many minutes (a week) go into the outermost histogram bins.
+pub(crate) const HIST_CLAMP_MIN: f64 = 7.0 * 24.0 * 60.0;
 /// Histogram bin width in minutes.
 pub(crate) const BIN_MIN: f64 = 10.0;
 const FONT: &str = "sans-serif";
@@ -105,7 +107,7 @@ impl TimeAxis {
             k += 1;
         }
         let mut out = Vec::new();
-        while k * step - off <= self.end && out.len() <= max {
+        while k * step - off <= self.end && out.len() < max {
             out.push(k * step - off);
             k += 1;
         }
@@ -174,12 +176,13 @@ fn unit_of(series: &[(String, Vec<(Millis, f64)>)]) -> String {
 }
 
 /// The lead-time histogram: 10-minute bins, late hits (lead < 0) in another colour. `None`
-/// without hits.
+/// without hits. Leads beyond ±[`HIST_CLAMP_MIN`] are drawn in the outermost bins.
 pub(crate) fn lead_histogram(leads_min: &[f64]) -> Result<Option<String>, BacktestError> {
     let leads: Vec<f64> = leads_min
         .iter()
         .copied()
         .filter(|l| l.is_finite())
+        .map(|l| l.clamp(-HIST_CLAMP_MIN, HIST_CLAMP_MIN - BIN_MIN / 2.0))
         .collect();
     if leads.is_empty() {
         return Ok(None);
@@ -325,7 +328,7 @@ pub(crate) fn entity_plot(
     let (Some(t0), Some(t1)) = (times.clone().min(), times.max()) else {
         return Ok(None);
     };
-    let t1 = t1.max(t0 + MINUTE);
+    let t1 = t1.max(t0.saturating_add(MINUTE));
     let values: Vec<f64> = p
         .series
         .iter()
@@ -516,5 +519,19 @@ mod tests {
         assert_eq!(level_rgb("low", &levels), (190, 185, 215));
         assert_eq!(level_rgb("high", &levels), (70, 60, 120));
         assert_eq!(unit_of(&[("rain 1 h (mm)".into(), vec![])]), "mm");
+    }
+
+    #[test]
+    fn histogram_colours_late_bins_and_clamps_far_leads() {
+        let svg = lead_histogram(&[-10.0, 70.0, 75.0])
+            .expect("draw")
+            .expect("svg");
+        assert!(svg.starts_with("<svg"));
+        assert!(svg.contains("#CD3C28")); // late
+        assert!(svg.contains("#286EB4")); // ahead
+                                          // A lead of ~2000 years does not make 10^8 bins.
+        let svg = lead_histogram(&[1e12, -5.0]).expect("draw").expect("svg");
+        assert!(svg.len() < 50_000);
+        assert_eq!(lead_histogram(&[f64::NAN]).expect("draw"), None);
     }
 }

@@ -180,7 +180,7 @@ pub fn score(
                             first = first.or(Some(sp));
                         }
                     }
-                    let lead = first.map(|sp| ev.start - sp.start);
+                    let lead = first.map(|sp| ev.start.saturating_sub(sp.start));
                     match (first, lead) {
                         (Some(sp), Some(lead)) => {
                             t.hits += 1;

@@ -602,7 +602,11 @@ fn html_is_self_contained_with_one_plot_per_entity() {
     assert!(html.contains("yellow 30 mm"));
     assert!(html.contains("reference: yellow"));
     assert!(html.contains("25 Aug")); // T0 = 26 Aug 00:00Z = 25 Aug 19:00-05:00
-                                      // No hits: the histogram gives way to a note.
+                                      // Entities by level: G1 peaks at orange for both, coloured orange (245, 135, 30).
+    assert!(html.contains(
+        "<td class=\"l\">G1</td><td class=\"lvl\" style=\"background:#f5871e;color:#222\">orange</td>"
+    ));
+    // No hits: the histogram gives way to a note.
     let empty = score(&[], &levels(), &Reference::Truth(vec![]), m(10)).expect("score");
     let html = render_html(&empty, &PlotInputs::default(), &zone).expect("html");
     assert!(!html.contains("<svg"));
