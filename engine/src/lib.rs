@@ -20,6 +20,7 @@
 //!   [`Rejection`]s.
 #![deny(missing_docs)]
 
+pub mod backtest;
 pub mod cap;
 pub mod cases;
 pub mod config;
