@@ -272,17 +272,8 @@ cap_enum! {
     }
 }
 
-cap_enum! {
-    /// Which branch of a rule made the transition.
-    Branch, "branch" {
-        /// Measured data.
-        Observed => "observed",
-        /// A forecast product.
-        Forecast => "forecast",
-        /// A projection of the observed trend.
-        Projected => "projected",
-    }
-}
+/// Which branch of a rule made the transition (the engine's [`crate::record::Branch`]).
+pub use crate::record::Branch;
 
 /// CAP `scope`: who may receive the message.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -1847,10 +1838,7 @@ mod tests {
             err.to_string(),
             "unknown CAP severity \"Catastrophic\" (expected one of: Extreme, Severe, Moderate, Minor, Unknown)"
         );
-        assert!(matches!(
-            "maybe".parse::<Branch>(),
-            Err(CapError::UnknownValue { what: "branch", .. })
-        ));
+        assert!("maybe".parse::<Branch>().is_err());
         // every as_str parses back
         for s in CapStatus::ALL {
             assert_eq!(s.as_str().parse::<CapStatus>().unwrap(), *s);

@@ -16,17 +16,19 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use forewarn_rules::ir::{
-    BinOp, Cell, Expr, FeedId, GroupFunc, Millis, Plan, RuleDef, TemplatePart, WindowFunc,
+    Ahead, AheadKind, BinOp, Cell, Expr, FeedId, GroupFunc, Millis, Plan, RuleDef, TemplatePart,
+    WindowFunc, HOUR,
 };
 
 use crate::record::{
-    DataStatus, EvalCause, Evaluation, Provenance, RejectReason, Rejection, Sink, StatusEvent,
-    TransitionKind, Warning, RECORD_SCHEMA_VERSION,
+    Branch, DataStatus, EvalCause, Evaluation, Provenance, RejectReason, Rejection, Sink,
+    StatusEvent, TransitionKind, Warning, RECORD_SCHEMA_VERSION,
 };
 use crate::time::Zone;
 use crate::window::{min_opt, FeedTiming, InsertOutcome, SampleBuffer, WindowValue};
 use ids::{EntityKey, IdMap};
 
+mod forecasts;
 mod ids;
 mod reload;
 mod snapshot;
@@ -72,6 +74,9 @@ pub struct EngineConfig {
     /// for debugging rules and for checking the engine against an independent computation.
     /// Off by default; costs nothing when off.
     pub trace: bool,
+    /// When a forecast becomes usable: when received (live, the default) or when issued
+    /// (backtests replaying archived forecasts).
+    pub forecast_as_of: crate::forecast::AsOf,
 }
 
 impl Default for EngineConfig {
@@ -85,6 +90,7 @@ impl Default for EngineConfig {
             require_known_entities: false,
             now: system_now,
             trace: false,
+            forecast_as_of: crate::forecast::AsOf::Received,
         }
     }
 }
@@ -207,6 +213,10 @@ pub struct Counters {
     pub entered: Vec<Vec<u64>>,
     /// Per rule: entities not evaluated because a table has no row for them.
     pub skipped_no_table: Vec<u64>,
+    /// Forecasts applied.
+    pub forecasts: u64,
+    /// Queued forecasts dropped when they became usable (their feed was removed by a reload).
+    pub forecasts_dropped: u64,
 }
 
 impl Counters {
@@ -383,6 +393,9 @@ struct Scratch {
     results: Vec<Result<Accepted, RejectReason>>,
     release: Vec<Item>,
     release_results: Vec<Result<Accepted, RejectReason>>,
+    /// Horizons of `forecast`/`project` are scaled by this while the expected crossing time
+    /// is searched (1 otherwise).
+    horizon_scale: Option<f64>,
 }
 
 /// The evaluation engine. Build it from a compiled [`Plan`], push readings, advance time,
@@ -435,6 +448,7 @@ pub struct Engine {
     provenance: Provenance,
     /// The system clock when last read (event mode's future-dated check).
     clock_seen: Millis,
+    forecasts: forecasts::Forecasts,
 }
 
 impl Engine {
@@ -528,6 +542,7 @@ impl Engine {
             scratch,
             provenance,
             clock_seen: Millis::MIN / 2,
+            forecasts: forecasts::Forecasts::default(),
         }
     }
 
@@ -673,6 +688,15 @@ impl Engine {
                 return Err((RejectReason::Malformed, why));
             }
         }
+        if self.plan.feeds.get(r.feed).is_some_and(|f| f.forecast) {
+            return Err((
+                RejectReason::UnknownFeed,
+                format!(
+                    "feed {} carries forecasts (issue time, valid intervals), not readings",
+                    self.plan.feeds[r.feed].name
+                ),
+            ));
+        }
         let feed = self.plan.feeds.get(r.feed).ok_or_else(|| {
             (
                 RejectReason::UnknownFeed,
@@ -808,6 +832,9 @@ impl Engine {
         if !(MIN_TS..=MAX_TS).contains(&t) || self.future_limit().is_some_and(|limit| t > limit) {
             return;
         }
+        if !self.forecasts.is_idle() {
+            self.release_forecasts(t, out);
+        }
         self.stream_max = Some(self.stream_max.map_or(t, |m| m.max(t)));
         self.advance(out, false);
     }
@@ -861,6 +888,9 @@ impl Engine {
     /// Push one reading: validated, then applied at once (or held by the feed's reorder
     /// delay), its entity's rules evaluated, and the watermark advanced.
     pub fn push(&mut self, r: &Reading<'_>, out: &mut dyn Sink) -> Result<Accepted, RejectReason> {
+        if !self.forecasts.is_idle() {
+            self.release_forecasts(r.ts, out);
+        }
         self.counters.read += 1;
         let known = self.ids.get(r.entity).copied();
         let v = match self.validate(r, known.is_some()) {
@@ -903,6 +933,11 @@ impl Engine {
         readings: &[Reading<'_>],
         out: &mut dyn Sink,
     ) -> Vec<Result<Accepted, RejectReason>> {
+        if !self.forecasts.is_idle() {
+            if let Some(t) = readings.iter().map(|r| r.ts).min() {
+                self.release_forecasts(t, out);
+            }
+        }
         let mut results = vec![Ok(Accepted::OnTime); readings.len()];
         let mut batch = std::mem::take(&mut self.scratch.batch);
         batch.clear();
@@ -1573,7 +1608,15 @@ impl Engine {
         if let Some(l) = next {
             self.counters.entered[r][l] += 1;
         }
-        let warning = self.build_warning(e, rule, seq, kind, cur, next, t, late);
+        let (branch, crossing) = match next {
+            Some(l) if rule.levels[l].when.looks_ahead().is_some() => {
+                self.classify(e, &rule.levels[l].when, t)
+            }
+            _ => (Branch::Observed, None),
+        };
+        let mut warning = self.build_warning(e, rule, seq, kind, cur, next, t, late);
+        warning.branch = branch;
+        warning.expected_crossing = crossing;
         out.warning(warning);
     }
 
@@ -1615,8 +1658,50 @@ impl Engine {
             .map(|(k, x)| (k.clone(), self.eval_num(e, x, t)))
             .collect();
         let level_name = |l: Option<usize>| l.map(|l| rule.levels[l].name.clone());
+        let message = self.render(e, rule, &rule.message, to, t);
+        let messages = rule
+            .localized
+            .iter()
+            .map(|(lang, parts)| (lang.clone(), self.render(e, rule, parts, to, t)))
+            .collect();
+        let now = (self.cfg.now)();
+        let delayed = self.cfg.clock == ClockMode::Wall
+            && self
+                .wall_now()
+                .is_some_and(|w| w - t > self.cfg.delayed_after);
+        Warning {
+            rule: rule.name.clone(),
+            entity: self.entities[e as usize].name.clone(),
+            seq,
+            kind,
+            from: level_name(from),
+            to: level_name(to),
+            event_time: t,
+            emitted_at: now,
+            late,
+            delayed,
+            values,
+            thresholds,
+            message,
+            messages,
+            branch: Branch::Observed,
+            expected_crossing: None,
+            shadow: rule.shadow,
+            provenance: self.provenance.clone(),
+        }
+    }
+
+    /// A message template rendered for entity `e` at `t`, `to` being the level entered.
+    fn render(
+        &mut self,
+        e: EntityId,
+        rule: &RuleDef,
+        parts: &[TemplatePart],
+        to: Option<usize>,
+        t: Millis,
+    ) -> String {
         let mut message = String::new();
-        for part in &rule.message {
+        for part in parts {
             use std::fmt::Write;
             match part {
                 TemplatePart::Lit(s) => message.push_str(s),
@@ -1647,26 +1732,82 @@ impl Engine {
                 }
             }
         }
-        let now = (self.cfg.now)();
-        let delayed = self.cfg.clock == ClockMode::Wall
-            && self
-                .wall_now()
-                .is_some_and(|w| w - t > self.cfg.delayed_after);
-        Warning {
-            rule: rule.name.clone(),
-            entity: self.entities[e as usize].name.clone(),
-            seq,
-            kind,
-            from: level_name(from),
-            to: level_name(to),
-            event_time: t,
-            emitted_at: now,
-            late,
-            delayed,
-            values,
-            thresholds,
-            message,
-            provenance: self.provenance.clone(),
+        message
+    }
+
+    /// Which branch of a level's condition holds at `t`, and for a forecast or projected
+    /// branch the expected crossing time: the shortest horizon at which the branch holds,
+    /// found by bisection (16 steps: within 1/65536 of the horizon), assuming, as for rain
+    /// accumulations and rising stages, that what is looked ahead at grows with the horizon.
+    fn classify(&mut self, e: EntityId, when: &Expr, t: Millis) -> (Branch, Option<Millis>) {
+        let mut forecast: Option<Option<Millis>> = None;
+        let mut projected: Option<Option<Millis>> = None;
+        for d in when.disjuncts() {
+            let ahead = d.looks_ahead();
+            if self.eval_bool(e, d, t) != Some(true) {
+                continue;
+            }
+            let Some(is_forecast) = ahead else {
+                return (Branch::Observed, None);
+            };
+            let c = self.crossing(e, d, t);
+            let slot = if is_forecast {
+                &mut forecast
+            } else {
+                &mut projected
+            };
+            *slot = Some(match *slot {
+                Some(prev) => min_opt(prev, c),
+                None => c,
+            });
+        }
+        match (forecast, projected) {
+            (Some(c), _) => (Branch::Forecast, c),
+            (None, Some(c)) => (Branch::Projected, c),
+            _ => (Branch::Observed, None),
+        }
+    }
+
+    /// The expected crossing time of a branch that holds over its full horizon.
+    fn crossing(&mut self, e: EntityId, d: &Expr, t: Millis) -> Option<Millis> {
+        let mut horizon: Millis = 0;
+        d.walk(&mut |x| {
+            if let Expr::Ahead(a) = x {
+                horizon = horizon.max(a.horizon);
+            }
+        });
+        let (mut lo, mut hi) = (0.0f64, 1.0f64);
+        for _ in 0..16 {
+            let mid = (lo + hi) / 2.0;
+            self.scratch.horizon_scale = Some(mid);
+            if self.eval_bool(e, d, t) == Some(true) {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        self.scratch.horizon_scale = None;
+        Some(t + (horizon as f64 * hi).round() as Millis)
+    }
+
+    /// `forecast`, `forecast_max` and `project` at `t` for entity `e`.
+    fn eval_ahead(&mut self, e: EntityId, a: &Ahead, t: Millis) -> Option<f64> {
+        let h = match self.scratch.horizon_scale {
+            Some(k) => (a.horizon as f64 * k).round() as Millis,
+            None => a.horizon,
+        };
+        match &a.kind {
+            AheadKind::ProjectDepth { window, width } => {
+                let s = self.window_value(e, *window, t).num()?;
+                Some(s * h as f64 / *width as f64)
+            }
+            AheadKind::ProjectLevel { last, rate } => {
+                let l = self.window_value(e, *last, t).num()?;
+                let r = self.window_value(e, *rate, t).num()?;
+                Some(l + r * h as f64 / HOUR as f64)
+            }
+            AheadKind::ForecastSum { feed } => self.forecast_value(e, *feed, t, h, false),
+            AheadKind::ForecastMax { feed } => self.forecast_value(e, *feed, t, h, true),
         }
     }
 
@@ -1746,6 +1887,7 @@ impl Engine {
                 self.scratch.group_values = vals;
                 r
             }
+            Expr::Ahead(a) => self.eval_ahead(e, a, t),
             Expr::Neg(a) => self.eval_num(e, a, t).map(|v| -v),
             Expr::Binary(op, a, b) => {
                 let (a, b) = (self.eval_num(e, a, t)?, self.eval_num(e, b, t)?);

@@ -50,6 +50,55 @@ impl fmt::Display for TransitionKind {
     }
 }
 
+/// Which kind of evidence raised a level: the branch of the level's condition that held.
+///
+/// A level's `when` is read as its top-level `or` branches. At a transition the engine
+/// reports the first branch that holds, preferring one that reads only observations
+/// (`observed`), then one that reads a forecast (`forecast`), then one that extrapolates
+/// observations (`projected`). Clears are `observed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Branch {
+    /// The observations alone meet the level's criterion.
+    #[default]
+    Observed,
+    /// A forecast carries the level (`forecast(...)`).
+    Forecast,
+    /// An extrapolation of the observations carries the level (`project(...)`).
+    Projected,
+}
+
+impl Branch {
+    /// The branch's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Branch::Observed => "observed",
+            Branch::Forecast => "forecast",
+            Branch::Projected => "projected",
+        }
+    }
+}
+
+impl fmt::Display for Branch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Branch {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "observed" => Ok(Branch::Observed),
+            "forecast" => Ok(Branch::Forecast),
+            "projected" => Ok(Branch::Projected),
+            _ => Err(format!(
+                "unknown branch `{s}` (observed, forecast, projected)"
+            )),
+        }
+    }
+}
+
 /// Where a warning came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Provenance {
@@ -90,6 +139,15 @@ pub struct Warning {
     pub thresholds: Vec<(String, Option<f64>)>,
     /// The rendered message.
     pub message: String,
+    /// The rendered `message LANG "…"` templates, `(language, text)`, in declaration order.
+    pub messages: Vec<(String, String)>,
+    /// Which branch of the level's condition holds (see [`Branch`]).
+    pub branch: Branch,
+    /// For a forecast or projected branch: when the looked-ahead value is expected to reach
+    /// the level's threshold (the shortest horizon at which the branch holds).
+    pub expected_crossing: Option<Millis>,
+    /// The rule is `shadow`: recorded, never published (CAP).
+    pub shadow: bool,
     /// Rule set, engine and schema versions.
     pub provenance: Provenance,
 }
@@ -270,6 +328,8 @@ pub enum EvalCause {
     /// A deadline passed: a sample leaving a window, a `for` / `clear after` timer, staleness
     /// (time-driven).
     Deadline,
+    /// A forecast for the entity became usable.
+    Forecast,
 }
 
 /// One rule evaluated for one entity, reported to [`Sink::evaluated`] only when
@@ -372,6 +432,15 @@ impl Warning {
             "values": map(&self.values),
             "thresholds": map(&self.thresholds),
             "message": self.message,
+            "messages": serde_json::Value::Object(
+                self.messages
+                    .iter()
+                    .map(|(l, m)| (l.clone(), serde_json::Value::String(m.clone())))
+                    .collect(),
+            ),
+            "branch": self.branch,
+            "expected_crossing": self.expected_crossing.map(|t| zone.format(t)),
+            "shadow": self.shadow,
             "provenance": self.provenance,
         })
     }

@@ -37,6 +37,9 @@ pub enum Item {
 pub struct FeedDecl {
     /// Feed name.
     pub name: Ident,
+    /// `forecast` before the quantity: the feed carries forecasts (issue time, valid
+    /// intervals ahead), read with `forecast(...)`, not readings.
+    pub forecast: Option<Span>,
     /// `depth`, `rate`, `level`, `count` (checked later).
     pub quantity: Ident,
     /// Declared unit text (`mm`, `in/h`) and its span.
@@ -161,6 +164,33 @@ pub enum Clause {
     },
     /// `message "..."`: the span covers the string literal, quotes included.
     Message(Span),
+    /// `message LANG "..."`: a message in one language (`zh-CN`, `en`), for CAP `info`
+    /// blocks; the span covers the string literal.
+    LocalMessage {
+        /// Language tag as written (`zh-CN`) and its span.
+        lang: (String, Span),
+        /// The string literal.
+        text: Span,
+    },
+    /// `event LANG? "..."`: the name of the hazard (CAP `event`), per language.
+    Event {
+        /// Language tag, if given.
+        lang: Option<(String, Span)>,
+        /// The string literal.
+        text: Span,
+    },
+    /// `cap LEVEL: severity WORD, response WORD`: the CAP severity and responseType of a
+    /// level.
+    Cap {
+        /// The level.
+        level: Ident,
+        /// `Extreme`, `Severe`, `Moderate`, `Minor` or `Unknown`.
+        severity: Ident,
+        /// `Shelter`, `Evacuate`, `Prepare`, `Execute`, `Avoid`, `Monitor`, `Assess` or `None`.
+        response: Ident,
+    },
+    /// `shadow`: evaluated and recorded, never published (CAP).
+    Shadow(#[allow(dead_code)] Span),
 }
 
 /// Unary operators.
@@ -312,6 +342,9 @@ pub enum ExprKind {
     Binary(BinOp, Span, Box<Expr>, Box<Expr>),
     /// A parenthesized expression.
     Paren(Box<Expr>),
+    /// `next 3h`: a horizon ahead of the evaluation time (an argument of `forecast`,
+    /// `forecast_max` and `project`).
+    Next(Millis),
     /// Stands for text that failed to parse (already reported).
     Error,
 }

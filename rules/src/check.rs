@@ -14,6 +14,43 @@ use crate::reach;
 use crate::units::{self, UnitKind};
 use crate::{TableData, TableLoader};
 
+/// Functions over a horizon ahead of the evaluation time.
+const AHEAD_FUNCS: &[&str] = &["forecast", "forecast_max", "project"];
+/// CAP 1.2 `severity` values.
+const CAP_SEVERITIES: &[&str] = &["Extreme", "Severe", "Moderate", "Minor", "Unknown"];
+/// CAP 1.2 `responseType` values a level may declare (`AllClear` is for the cancel).
+const CAP_RESPONSES: &[&str] = &[
+    "Shelter", "Evacuate", "Prepare", "Execute", "Avoid", "Monitor", "Assess", "None",
+];
+
+/// The canonical spelling of a CAP enumeration word, matched without regard to case.
+fn cap_word(w: &str, words: &[&'static str]) -> Option<&'static str> {
+    words.iter().copied().find(|c| c.eq_ignore_ascii_case(w))
+}
+
+/// The text of a string literal (quotes removed, `\"` and `\\` unescaped).
+fn string_literal(src: &str) -> String {
+    let inner = src
+        .strip_prefix('"')
+        .map(|s| s.strip_suffix('"').unwrap_or(s))
+        .unwrap_or(src);
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some(o) => out.push(o),
+                None => {}
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 const WINDOW_FUNCS: &[&str] = &[
     "sum",
     "count",
@@ -179,6 +216,8 @@ struct RuleCx {
     all_lets: Vec<String>,
     /// Windows in first-use order.
     windows: Vec<WindowId>,
+    /// Horizon values (`forecast`, `project`) in first-use order, labelled.
+    aheads: Vec<(String, Expr, Unit)>,
     thresholds: Vec<(String, Expr)>,
     required: Vec<TableId>,
     /// Every table reference: (table, span, has default).
@@ -405,7 +444,22 @@ impl<'a> Checker<'a> {
             offline: None,
             duplicates: ir::DuplicatePolicy::Replace,
             strict: false,
+            forecast: f.forecast.is_some(),
         };
+        if let (Some(fs), Some(q)) = (f.forecast, quantity) {
+            if !matches!(q, Quantity::Depth | Quantity::Level) {
+                self.err(
+                    Diagnostic::error(
+                        "E305",
+                        format!("a forecast feed carries a depth or a level, not a {}", quantity_name(q)),
+                        f.quantity.span,
+                    )
+                    .label("not forecastable")
+                    .secondary(fs, "a forecast feed")
+                    .help("write `feed qpf: forecast depth mm` (rain) or `feed stage_fc: forecast level m`"),
+                );
+            }
+        }
         let mut seen: HashMap<&str, Span> = HashMap::new();
         let mut stale_span = None;
         let mut offline_span = None;
@@ -932,9 +986,75 @@ impl<'a> Checker<'a> {
         let mut clear_after: Option<(Option<Millis>, Span)> = None;
         let mut clear_when: Option<(Option<ir::ClearWhen>, Span)> = None;
         let mut message: Option<(Vec<ir::TemplatePart>, Span)> = None;
+        let mut localized: Vec<(String, Vec<ir::TemplatePart>, Span)> = Vec::new();
+        let mut events: Vec<(Option<String>, String, Span)> = Vec::new();
+        let mut caps: Vec<(Ident, ir::CapDecl)> = Vec::new();
+        let mut shadow = false;
         for c in &r.clauses {
             match c {
                 Clause::Let { .. } => {}
+                Clause::Shadow(_) => shadow = true,
+                Clause::LocalMessage { lang, text } => {
+                    let parts = self.template(*text, &mut cx);
+                    if let Some((_, _, first)) = localized.iter().find(|l| l.0 == lang.0) {
+                        let first = *first;
+                        self.duplicate_clause(&format!("message {}", lang.0), lang.1, first);
+                    } else {
+                        localized.push((lang.0.clone(), parts, lang.1));
+                    }
+                }
+                Clause::Event { lang, text } => {
+                    let l = lang.as_ref().map(|l| l.0.clone());
+                    let at = lang.as_ref().map_or(*text, |l| l.1);
+                    if let Some((_, _, first)) = events.iter().find(|e| e.0 == l) {
+                        let first = *first;
+                        self.duplicate_clause("event", at, first);
+                    } else {
+                        events.push((l, string_literal(self.text(*text)), at));
+                    }
+                }
+                Clause::Cap {
+                    level,
+                    severity,
+                    response,
+                } => {
+                    let sev = cap_word(&severity.name, CAP_SEVERITIES);
+                    let resp = cap_word(&response.name, CAP_RESPONSES);
+                    if sev.is_none() {
+                        self.err(
+                            Diagnostic::error(
+                                "E309",
+                                format!("`{}` is not a CAP severity", severity.name),
+                                severity.span,
+                            )
+                            .label("not a CAP 1.2 severity")
+                            .help(format!("one of {}", CAP_SEVERITIES.join(", "))),
+                        );
+                    }
+                    if resp.is_none() {
+                        self.err(
+                            Diagnostic::error(
+                                "E309",
+                                format!("`{}` is not a CAP response type", response.name),
+                                response.span,
+                            )
+                            .label("not a CAP 1.2 responseType")
+                            .help(format!("one of {}", CAP_RESPONSES.join(", "))),
+                        );
+                    }
+                    if let Some((first, _)) = caps.iter().find(|c| c.0.name == level.name) {
+                        let first = first.span;
+                        self.duplicate_clause(&format!("cap {}", level.name), level.span, first);
+                    } else if let (Some(sev), Some(resp)) = (sev, resp) {
+                        caps.push((
+                            level.clone(),
+                            ir::CapDecl {
+                                severity: sev.to_string(),
+                                response: resp.to_string(),
+                            },
+                        ));
+                    }
+                }
                 Clause::Level {
                     name,
                     when,
@@ -1063,6 +1183,25 @@ impl<'a> Checker<'a> {
             }
         }
         self.unreachable(&ordered);
+        let mut cap: Vec<Option<ir::CapDecl>> = vec![None; ordered.len()];
+        for (level, decl) in caps {
+            match ordered.iter().position(|l| l.def.name == level.name) {
+                Some(i) => cap[i] = Some(decl),
+                None if order.is_some() => {
+                    let names: Vec<&str> = ordered.iter().map(|l| l.def.name.as_str()).collect();
+                    self.err(
+                        Diagnostic::error(
+                            "E206",
+                            format!("unknown level `{}` in rule `{}`", level.name, r.name.name),
+                            level.span,
+                        )
+                        .label("not one of this rule's levels")
+                        .note(format!("the levels are {}", names.join(" < "))),
+                    );
+                }
+                None => {}
+            }
+        }
 
         // values: numeric lets, then the windows read (in first use order)
         for w in &cx.windows {
@@ -1071,6 +1210,10 @@ impl<'a> Checker<'a> {
                 values.push((node.label.clone(), Expr::Window(*w)));
                 value_units.push(node.unit);
             }
+        }
+        for (label, x, unit) in &cx.aheads {
+            values.push((label.clone(), x.clone()));
+            value_units.push(*unit);
         }
         self.missing_rows(r, &cx);
         let message = match message {
@@ -1091,6 +1234,10 @@ impl<'a> Checker<'a> {
             required_tables: cx.required,
             windows,
             line: self.line_of(r.header.start),
+            shadow,
+            cap,
+            localized: localized.into_iter().map(|(l, p, _)| (l, p)).collect(),
+            events: events.into_iter().map(|(l, t, _)| (l, t)).collect(),
         });
     }
 
@@ -1483,6 +1630,14 @@ impl<'a> Checker<'a> {
                     Diagnostic::error("E302", "a time of day is only valid in `since`", e.span)
                         .label("unexpected time of day")
                         .help("write `since(rain, 08:00 Asia/Shanghai)`"),
+                );
+                ERR
+            }
+            ExprKind::Next(_) => {
+                self.err(
+                    Diagnostic::error("E302", "a horizon (`next …`) is only valid in `forecast`, `forecast_max` and `project`", e.span)
+                        .label("unexpected horizon")
+                        .help("write e.g. `forecast(qpf, next 3h)` or `project(rain, 1h, next 2h)`"),
                 );
                 ERR
             }
@@ -2045,9 +2200,222 @@ impl<'a> Checker<'a> {
             let first = (args.len() == 2).then(|| self.expr(&args[0], cx));
             return self.group_call(func, args, span, cx, first);
         }
+        if AHEAD_FUNCS.contains(&f) {
+            return self.ahead_call(func, args, span, cx);
+        }
         let k = (f == "decay_sum" && args.len() == 3)
             .then(|| self.constant(&args[2], "the decay factor of `decay_sum`", cx));
         self.window_call(func, args, span, cx, k.flatten())
+    }
+
+    /// `forecast(f, next h)`, `forecast_max(f, next h)`, `project(f, w, next h)`.
+    #[inline(never)]
+    fn ahead_call(
+        &mut self,
+        func: &Ident,
+        args: &[ast::Expr],
+        span: Span,
+        cx: &mut RuleCx,
+    ) -> Checked {
+        let f = func.name.as_str();
+        let (want, example) = match f {
+            "project" => (3, "project(rain, 1h, next 2h)"),
+            _ => (2, "forecast(qpf, next 3h)"),
+        };
+        if args.len() != want {
+            self.err(
+                Diagnostic::error(
+                    "E301",
+                    format!("`{f}` takes {want} arguments, found {}", args.len()),
+                    span,
+                )
+                .label("wrong number of arguments")
+                .help(format!(
+                    "write e.g. `{}`",
+                    example.replace("forecast(", &format!("{f}("))
+                )),
+            );
+            return ERR;
+        }
+        let feed = self.feed_arg(&args[0], f, cx);
+        let horizon = self.horizon(&args[want - 1], f);
+        let width = (want == 3)
+            .then(|| self.expect_duration(&args[1], &format!("the window width of `{f}`"), false))
+            .flatten();
+        let (Some(feed), Some(horizon)) = (feed, horizon) else {
+            return ERR;
+        };
+        if self.feed_bad[feed] || (want == 3 && width.is_none()) {
+            return ERR;
+        }
+        let fd = self.feeds[feed].clone();
+        let not_for = |this: &mut Self, msg: String, help: String| {
+            this.err(
+                Diagnostic::error("E305", msg, args[0].span)
+                    .label(format!(
+                        "`{}` is a {} feed",
+                        fd.name,
+                        if fd.forecast { "forecast" } else { "reading" }
+                    ))
+                    .help(help),
+            );
+            ERR
+        };
+        let (kind, unit) = match f {
+            "forecast" | "forecast_max" if !fd.forecast => {
+                return not_for(
+                    self,
+                    format!("`{f}` reads a forecast feed, but `{}` carries readings", fd.name),
+                    format!(
+                        "declare a forecast feed (`feed qpf: forecast depth mm`), or extrapolate the readings with `project({}, 1h, next 2h)`",
+                        fd.name
+                    ),
+                );
+            }
+            "forecast" if fd.quantity != Quantity::Depth => {
+                return not_for(
+                    self,
+                    format!(
+                        "`forecast` sums a forecast depth, but `{}` is a level",
+                        fd.name
+                    ),
+                    format!(
+                        "use `forecast_max({}, next 6h)` for the highest forecast level",
+                        fd.name
+                    ),
+                );
+            }
+            "forecast" => (ir::AheadKind::ForecastSum { feed }, fd.unit),
+            "forecast_max" => {
+                let unit = if fd.quantity == Quantity::Depth {
+                    Unit::MmPerHour
+                } else {
+                    fd.unit
+                };
+                (ir::AheadKind::ForecastMax { feed }, unit)
+            }
+            _ if fd.forecast => {
+                return not_for(
+                    self,
+                    format!(
+                        "`project` extrapolates readings, but `{}` is a forecast feed",
+                        fd.name
+                    ),
+                    format!("read the forecast with `forecast({}, next 3h)`", fd.name),
+                );
+            }
+            _ => {
+                let w = width.unwrap_or(1);
+                match fd.quantity {
+                    Quantity::Depth | Quantity::Count => {
+                        let window = self.intern(ir::WindowNode {
+                            feed,
+                            func: WindowFunc::Sum,
+                            width: Some(w),
+                            unit: fd.unit,
+                            label: window_label(&WindowFunc::Sum, &fd.name, Some(w)),
+                        });
+                        cx.use_window(window);
+                        (ir::AheadKind::ProjectDepth { window, width: w }, fd.unit)
+                    }
+                    Quantity::Level if fd.unit == Unit::M => {
+                        let last = self.intern(ir::WindowNode {
+                            feed,
+                            func: WindowFunc::Last,
+                            width: None,
+                            unit: fd.unit,
+                            label: window_label(&WindowFunc::Last, &fd.name, None),
+                        });
+                        let rate = self.intern(ir::WindowNode {
+                            feed,
+                            func: WindowFunc::Rate,
+                            width: Some(w),
+                            unit: Unit::MPerHour,
+                            label: window_label(&WindowFunc::Rate, &fd.name, Some(w)),
+                        });
+                        cx.use_window(last);
+                        cx.use_window(rate);
+                        (ir::AheadKind::ProjectLevel { last, rate }, fd.unit)
+                    }
+                    _ => {
+                        return not_for(
+                            self,
+                            format!(
+                                "`project` extrapolates a depth (at its current intensity) or a level in metres (at its rate of rise), not a {}",
+                                quantity_name(fd.quantity)
+                            ),
+                            "project a depth feed (`project(rain, 1h, next 2h)`) or a stage in m".to_string(),
+                        );
+                    }
+                }
+            }
+        };
+        let label = match &kind {
+            ir::AheadKind::ProjectDepth { width, .. } => format!(
+                "project({}, {}, next {})",
+                fd.name,
+                fmt_duration(*width),
+                fmt_duration(horizon)
+            ),
+            ir::AheadKind::ProjectLevel { .. } => format!(
+                "project({}, {}, next {})",
+                fd.name,
+                fmt_duration(width.unwrap_or(0)),
+                fmt_duration(horizon)
+            ),
+            _ => format!("{f}({}, next {})", fd.name, fmt_duration(horizon)),
+        };
+        let ir = Expr::Ahead(ir::Ahead { kind, horizon });
+        if !cx.aheads.iter().any(|(l, _, _)| *l == label) {
+            cx.aheads.push((label, ir.clone(), unit));
+        }
+        (ir, Ty::Num(Nu::Known(unit)))
+    }
+
+    /// The horizon argument `next 3h`.
+    fn horizon(&mut self, e: &ast::Expr, func: &str) -> Option<Millis> {
+        let e = strip_parens(e);
+        match &e.kind {
+            ExprKind::Next(0) => {
+                self.err(
+                    Diagnostic::error("E306", "a horizon cannot be zero", e.span)
+                        .label("zero horizon")
+                        .help("look ahead a positive time, e.g. `next 2h`"),
+                );
+                None
+            }
+            ExprKind::Next(ms) => Some(*ms),
+            ExprKind::Error => None,
+            ExprKind::Duration(ms) => {
+                self.err(
+                    Diagnostic::error(
+                        "E302",
+                        format!(
+                            "the horizon of `{func}` is written `next {}`",
+                            fmt_duration(*ms)
+                        ),
+                        e.span,
+                    )
+                    .label("a duration without `next`")
+                    .help(format!(
+                        "write `next {}`: the time ahead of the evaluation",
+                        fmt_duration(*ms)
+                    )),
+                );
+                None
+            }
+            _ => {
+                self.err(
+                    Diagnostic::error(
+                        "E302",
+                        format!("`{func}` needs a horizon such as `next 3h`"),
+                        e.span,
+                    )
+                    .label("expected `next` and a duration"),
+                );
+                None
+            }
+        }
     }
 
     /// A window function call; `k` is the checked decay factor of `decay_sum`.
@@ -2250,6 +2618,24 @@ impl<'a> Checker<'a> {
             return ERR;
         }
         let fd = self.feeds[feed].clone();
+        if fd.forecast {
+            self.err(
+                Diagnostic::error(
+                    "E305",
+                    format!(
+                        "`{f}` aggregates readings, but `{}` is a forecast feed",
+                        fd.name
+                    ),
+                    args[0].span,
+                )
+                .label("a forecast feed")
+                .help(format!(
+                    "read forecasts with `forecast({}, next 3h)` or `forecast_max({}, next 3h)`",
+                    fd.name, fd.name
+                )),
+            );
+            return ERR;
+        }
         let Some(unit) = self.window_unit(&func_ir, &fd, &args[0], func) else {
             return ERR;
         };

@@ -5,6 +5,7 @@
 use std::fmt::{self, Write as _};
 
 use crate::check::fmt_duration;
+use crate::ir::AheadKind;
 use crate::ir::*;
 
 fn num(v: f64) -> String {
@@ -105,6 +106,28 @@ impl Plan {
                     group_name(*func, *exclude_self),
                     self.column_name(*table, *column)
                 );
+            }
+            Expr::Ahead(a) => {
+                let h = crate::check::fmt_duration(a.horizon);
+                let label = |w: &usize| self.windows.get(*w).map_or("?", |n| n.label.as_str());
+                let _ = match &a.kind {
+                    AheadKind::ForecastSum { feed } => write!(s, "forecast(feed{feed}, next {h})"),
+                    AheadKind::ForecastMax { feed } => {
+                        write!(s, "forecast_max(feed{feed}, next {h})")
+                    }
+                    AheadKind::ProjectDepth { window, width } => write!(
+                        s,
+                        "project(w{window}:{} x next {h} / {})",
+                        label(window),
+                        crate::check::fmt_duration(*width)
+                    ),
+                    AheadKind::ProjectLevel { last, rate } => write!(
+                        s,
+                        "project(w{last}:{} + w{rate}:{} x next {h})",
+                        label(last),
+                        label(rate)
+                    ),
+                };
             }
             Expr::Neg(x) => {
                 s.push('-');

@@ -210,6 +210,10 @@ pub struct FeedDef {
     pub duplicates: DuplicatePolicy,
     /// Reject numbers sent as strings instead of coercing them.
     pub strict: bool,
+    /// A forecast feed (`feed qpf: forecast depth mm`): it carries forecasts (issue time,
+    /// values over valid intervals ahead), read with `forecast(...)`; readings of it are
+    /// refused.
+    pub forecast: bool,
 }
 
 /// A window (or point) aggregation function.
@@ -420,6 +424,94 @@ pub enum Expr {
     Not(Box<Expr>),
     /// A binary operation.
     Binary(BinOp, Box<Expr>, Box<Expr>),
+    /// A value over a horizon ahead of the evaluation time: a forecast or a projection.
+    Ahead(Ahead),
+}
+
+/// A value over the horizon `(τ, τ + horizon]` ahead of the evaluation time τ.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ahead {
+    /// What is looked ahead at.
+    pub kind: AheadKind,
+    /// The horizon (`next 3h`).
+    pub horizon: Millis,
+}
+
+/// The functions that look ahead.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AheadKind {
+    /// `forecast(f, next h)`: the forecast amount over the horizon (a depth feed), from the
+    /// latest forecast known at τ that covers the horizon.
+    ForecastSum {
+        /// The forecast feed.
+        feed: FeedId,
+    },
+    /// `forecast_max(f, next h)`: the highest forecast value over the horizon: the peak
+    /// intensity (mm/h) of a depth feed, the peak level of a level feed.
+    ForecastMax {
+        /// The forecast feed.
+        feed: FeedId,
+    },
+    /// `project(f, w, next h)` of a depth feed: the depth of the last `w` continued at the
+    /// same intensity for `h`: `sum(f, w) · h / w`.
+    ProjectDepth {
+        /// The `sum(f, w)` window.
+        window: WindowId,
+        /// `w`.
+        width: Millis,
+    },
+    /// `project(f, w, next h)` of a level feed: the last level plus the rate of rise over
+    /// `w` continued for `h`: `last(f) + rate(f, w) · h`.
+    ProjectLevel {
+        /// The `last(f)` window.
+        last: WindowId,
+        /// The `rate(f, w)` window (m/h).
+        rate: WindowId,
+    },
+}
+
+impl Expr {
+    /// Whether the expression reads anything ahead of the evaluation time, and if so whether
+    /// a forecast (`Some(true)`) or only projections (`Some(false)`).
+    pub fn looks_ahead(&self) -> Option<bool> {
+        let mut r: Option<bool> = None;
+        self.walk(&mut |e| {
+            if let Expr::Ahead(a) = e {
+                let f = matches!(
+                    a.kind,
+                    AheadKind::ForecastSum { .. } | AheadKind::ForecastMax { .. }
+                );
+                r = Some(r.unwrap_or(false) || f);
+            }
+        });
+        r
+    }
+
+    /// The top-level `or` branches of a condition (the condition itself when it is no `or`).
+    pub fn disjuncts(&self) -> Vec<&Expr> {
+        let mut out = Vec::new();
+        let mut stack = vec![self];
+        while let Some(e) = stack.pop() {
+            match e {
+                Expr::Binary(BinOp::Or, a, b) => {
+                    stack.push(b);
+                    stack.push(a);
+                }
+                e => out.push(e),
+            }
+        }
+        out
+    }
+}
+
+/// The CAP 1.2 severity and response type declared for a level (`cap LEVEL: severity …,
+/// response …`), as the CAP enumeration words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapDecl {
+    /// `Extreme`, `Severe`, `Moderate`, `Minor`, `Unknown`.
+    pub severity: String,
+    /// `Shelter`, `Evacuate`, `Prepare`, `Execute`, `Avoid`, `Monitor`, `Assess`, `None`.
+    pub response: String,
 }
 
 /// One level of a rule.
@@ -504,4 +596,12 @@ pub struct RuleDef {
     pub windows: Vec<WindowId>,
     /// 1-based source line of the rule header (for run-time messages).
     pub line: u32,
+    /// `shadow`: evaluated and recorded, never published.
+    pub shadow: bool,
+    /// `cap LEVEL: …` per level (index as in [`RuleDef::levels`]).
+    pub cap: Vec<Option<CapDecl>>,
+    /// `message LANG "…"`: messages per language, in declaration order.
+    pub localized: Vec<(String, Vec<TemplatePart>)>,
+    /// `event LANG? "…"`: the hazard's name per language (`None`: any language).
+    pub events: Vec<(Option<String>, String)>,
 }

@@ -188,11 +188,63 @@ impl<'a> Parser<'a> {
         match &self.peek().tok {
             Tok::Ident(s) => {
                 matches!(s.as_str(), "let" | "clear" | "message")
+                    || self.at_extra_clause()
                     || (s != "exit"
                         && !is_keyword(s)
                         && matches!(&self.peek_at(1).tok, Tok::Ident(w) if w == "when"))
             }
             _ => false,
+        }
+    }
+
+    /// `cap LEVEL:`, `event "…"` / `event LANG "…"`, `shadow` (contextual words: a level may
+    /// still be named `cap`, `event` or `shadow`, since a level is followed by `when`).
+    fn at_extra_clause(&self) -> bool {
+        let Tok::Ident(s) = &self.peek().tok else {
+            return false;
+        };
+        let next = &self.peek_at(1).tok;
+        match s.as_str() {
+            "cap" => {
+                matches!(next, Tok::Ident(w) if w != "when") && self.peek_at(2).tok == Tok::Colon
+            }
+            "event" => {
+                matches!(next, Tok::Str(_))
+                    || matches!(next, Tok::Ident(w) if w != "when" && !is_keyword(w))
+            }
+            "shadow" => !matches!(next, Tok::Ident(w) if w == "when"),
+            _ => false,
+        }
+    }
+
+    /// A language tag: `en`, `zh-CN`, `zh-Hans-CN` (adjacent identifiers joined by `-`).
+    fn lang_tag(&mut self) -> PResult<(String, Span)> {
+        let first = self.ident("a language tag such as `en` or `zh-CN`")?;
+        let mut text = first.name;
+        let mut span = first.span;
+        while self.at(&Tok::Minus) && self.peek().span.start == span.end {
+            let part = self.peek_at(1).clone();
+            match part.tok {
+                Tok::Ident(p) if part.span.start == span.end + 1 => {
+                    self.bump();
+                    self.bump();
+                    text.push('-');
+                    text.push_str(&p);
+                    span = span.to(part.span);
+                }
+                _ => break,
+            }
+        }
+        Ok((text, span))
+    }
+
+    fn string(&mut self, what: &str) -> PResult<Span> {
+        match &self.peek().tok {
+            Tok::Str(_) => Ok(self.bump().span),
+            _ => {
+                self.error_expected(what);
+                Err(())
+            }
         }
     }
 
@@ -257,6 +309,12 @@ impl<'a> Parser<'a> {
         let start = self.bump().span.start;
         let name = self.ident("a feed name")?;
         self.expect(&Tok::Colon, "`:`")?;
+        let forecast = match &self.peek().tok {
+            Tok::Ident(s) if s == "forecast" && matches!(self.peek_at(1).tok, Tok::Ident(_)) => {
+                Some(self.bump().span)
+            }
+            _ => None,
+        };
         let quantity = match &self.peek().tok {
             Tok::Ident(_) => {
                 let t = self.bump();
@@ -295,6 +353,7 @@ impl<'a> Parser<'a> {
         }
         Ok(FeedDecl {
             name,
+            forecast,
             quantity,
             unit,
             opts,
@@ -519,11 +578,51 @@ impl<'a> Parser<'a> {
                 self.bump();
                 match &self.peek().tok {
                     Tok::Str(_) => Ok(Clause::Message(self.bump().span)),
+                    Tok::Ident(_) => {
+                        let lang = self.lang_tag()?;
+                        let text = self.string("a message in quotes")?;
+                        Ok(Clause::LocalMessage { lang, text })
+                    }
                     _ => {
                         self.error_expected("a message in quotes");
                         Err(())
                     }
                 }
+            }
+            "event" if self.at_extra_clause() => {
+                self.bump();
+                let lang = match &self.peek().tok {
+                    Tok::Ident(_) => Some(self.lang_tag()?),
+                    _ => None,
+                };
+                let text = self.string("the event name in quotes")?;
+                Ok(Clause::Event { lang, text })
+            }
+            "shadow" if self.at_extra_clause() => Ok(Clause::Shadow(self.bump().span)),
+            "cap" if self.at_extra_clause() => {
+                self.bump();
+                let level = self.ident("a level name")?;
+                self.expect(&Tok::Colon, "`:`")?;
+                if !self.at_kw("severity") {
+                    self.error_expected("`severity`");
+                    return Err(());
+                }
+                self.bump();
+                let severity =
+                    self.ident("a CAP severity (`Extreme`, `Severe`, `Moderate`, `Minor`)")?;
+                self.expect(&Tok::Comma, "`,`")?;
+                if !self.at_kw("response") {
+                    self.error_expected("`response`");
+                    return Err(());
+                }
+                self.bump();
+                let response =
+                    self.ident("a CAP response type (`Prepare`, `Evacuate`, `Monitor`, …)")?;
+                Ok(Clause::Cap {
+                    level,
+                    severity,
+                    response,
+                })
             }
             "clear" if matches!(&self.peek_at(1).tok, Tok::Ident(s) if s == "after" || s == "when") =>
             {
@@ -571,7 +670,7 @@ impl<'a> Parser<'a> {
                     format!("expected a rule clause, found {}", t.tok.describe()),
                     t.span,
                 )
-                .label("expected `let`, `LEVEL when`, `for`, `clear` or `message`");
+                .label("expected `let`, `LEVEL when`, `for`, `clear`, `message`, `event`, `cap` or `shadow`");
                 if kw == "exit" {
                     d = d.help("`exit when` belongs right after a level's `when` condition");
                 }
@@ -885,6 +984,14 @@ impl<'a> Parser<'a> {
                 self.error_expected("an expression");
                 return Err(());
             }
+            Tok::Ident(ref s) if s == "next" && matches!(self.peek_at(1).tok, Tok::Duration(_)) => {
+                self.bump();
+                let d = self.bump();
+                let Tok::Duration(ms) = d.tok else {
+                    return Err(());
+                };
+                return Ok(Expr::new(ExprKind::Next(ms), t.span.to(d.span)));
+            }
             Tok::Ident(ref s) if s == "true" || s == "false" => {
                 self.bump();
                 ExprKind::Bool(s == "true")
@@ -970,6 +1077,7 @@ mod tests {
             ExprKind::Unary(UnOp::Not, e) => format!("(not {})", show(e)),
             ExprKind::Binary(op, _, l, r) => format!("({} {} {})", show(l), op.text(), show(r)),
             ExprKind::Paren(e) => show(e),
+            ExprKind::Next(ms) => format!("next {ms}ms"),
             ExprKind::Error => "<error>".into(),
         }
     }

@@ -469,6 +469,29 @@ impl KeyCtx<'_> {
                 self.window(*window, s);
                 let _ = write!(s, " {members:?})");
             }
+            Expr::Ahead(a) => {
+                // the windows a projection reads are state; a forecast is the store's
+                let _ = write!(s, "(ahead {} ", a.horizon);
+                match &a.kind {
+                    forewarn_rules::ir::AheadKind::ForecastSum { feed } => {
+                        let _ = write!(s, "fsum {feed}");
+                    }
+                    forewarn_rules::ir::AheadKind::ForecastMax { feed } => {
+                        let _ = write!(s, "fmax {feed}");
+                    }
+                    forewarn_rules::ir::AheadKind::ProjectDepth { window, width } => {
+                        let _ = write!(s, "pdepth {width} ");
+                        self.window(*window, s);
+                    }
+                    forewarn_rules::ir::AheadKind::ProjectLevel { last, rate } => {
+                        s.push_str("plevel ");
+                        self.window(*last, s);
+                        s.push(' ');
+                        self.window(*rate, s);
+                    }
+                }
+                s.push(')');
+            }
             Expr::Neg(a) => {
                 s.push_str("(neg ");
                 self.expr(a, s);
@@ -990,6 +1013,10 @@ impl Engine {
             delayed,
             values,
             thresholds,
+            messages: Vec::new(),
+            branch: crate::record::Branch::Observed,
+            expected_crossing: None,
+            shadow: rule.shadow,
             provenance: provenance.clone(),
         }
     }
