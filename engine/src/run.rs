@@ -210,7 +210,7 @@ impl ReplayOutput for Outputs {
 
 /// Open every source and check what can be checked before any output is written: the feed
 /// a source names exists, the file opens, a CSV header has the configured columns.
-fn open_sources(cfg: &RunConfig, plan: &Plan) -> Result<Vec<Box<dyn BufRead>>, RunError> {
+pub(crate) fn open_sources(cfg: &RunConfig, plan: &Plan) -> Result<Vec<Box<dyn BufRead>>, RunError> {
     let mut problems = Vec::new();
     let mut inputs: Vec<Box<dyn BufRead>> = Vec::new();
     for src in &cfg.sources {
@@ -316,7 +316,7 @@ fn open_sources(cfg: &RunConfig, plan: &Plan) -> Result<Vec<Box<dyn BufRead>>, R
 }
 
 /// Replay one configured source (a file, stdin, or a Parquet history directory).
-fn replay_source(
+pub(crate) fn replay_source(
     target: &mut dyn ReplayTarget,
     src: &crate::config::SourceConfig,
     input: &mut dyn BufRead,

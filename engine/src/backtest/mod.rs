@@ -22,6 +22,7 @@ use crate::record::TransitionKind;
 
 mod html;
 mod plot;
+pub mod run;
 mod score;
 mod spans;
 mod stats;

@@ -100,6 +100,33 @@ enum Command {
         /// The SQL query.
         sql: String,
     },
+    /// Backtest the configured rules over the configured inputs in event time: every
+    /// warning episode, its lead time against the observed-only criteria (or a ground-truth
+    /// event list), hits, misses, false alarms, POD, FAR and CSI per rule and level; writes
+    /// backtest.json and a self-contained backtest.html with plots (docs/backtest.md).
+    Backtest {
+        /// The configuration file (its rules, sources and forecasts; `[history]` is ignored:
+        /// a backtest writes nothing but its report).
+        #[arg(long, short, default_value = "config/forewarn.toml")]
+        config: PathBuf,
+        /// Score against these ground-truth events (CSV or JSON Lines: rule, entity, level,
+        /// start, end) instead of the observed-only version of each rule.
+        #[arg(long)]
+        truth: Option<PathBuf>,
+        /// Directory for backtest.json and backtest.html [default: out/backtest beside the
+        /// config's outputs].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Plot this many of the busiest (rule, entity) pairs.
+        #[arg(long, default_value_t = 6)]
+        plots: usize,
+        /// Always plot this entity (repeatable).
+        #[arg(long = "entity")]
+        entities: Vec<String>,
+        /// No progress on stderr.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Run data-driven rule cases (directories with case.toml); exits 1 if any fails.
     Test {
         /// Case directories, or directories holding them.
@@ -241,6 +268,28 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             zone,
             sql,
         } => query_command(&mut out, history, config, format, zone, &sql),
+        Command::Backtest {
+            config,
+            truth,
+            out: out_dir,
+            plots,
+            entities,
+            quiet,
+        } => {
+            let cfg = RunConfig::load(&config)?;
+            let opts = forewarn_engine::backtest::run::BacktestOptions {
+                truth,
+                out: out_dir
+                    .unwrap_or_else(|| forewarn_engine::backtest::run::default_out(&config)),
+                plots,
+                entities,
+                progress: !quiet,
+                command: std::env::args().collect::<Vec<_>>().join(" "),
+            };
+            let o = forewarn_engine::backtest::run::backtest(&cfg, &opts)?;
+            write!(out, "{}", forewarn_engine::backtest::run::summary(&o))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Test { dirs } => {
             let mut failed = 0;
             let mut total = 0;
