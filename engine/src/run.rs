@@ -210,7 +210,10 @@ impl ReplayOutput for Outputs {
 
 /// Open every source and check what can be checked before any output is written: the feed
 /// a source names exists, the file opens, a CSV header has the configured columns.
-pub(crate) fn open_sources(cfg: &RunConfig, plan: &Plan) -> Result<Vec<Box<dyn BufRead>>, RunError> {
+pub(crate) fn open_sources(
+    cfg: &RunConfig,
+    plan: &Plan,
+) -> Result<Vec<Box<dyn BufRead>>, RunError> {
     let mut problems = Vec::new();
     let mut inputs: Vec<Box<dyn BufRead>> = Vec::new();
     for src in &cfg.sources {

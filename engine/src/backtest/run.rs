@@ -301,9 +301,8 @@ pub fn backtest(
 fn pick_plots(report: &BacktestReport, opts: &BacktestOptions) -> Vec<(String, String)> {
     let mut busy: BTreeMap<(String, String), usize> = BTreeMap::new();
     for e in &report.by_entity {
-        *busy
-            .entry((e.rule.clone(), e.entity.clone()))
-            .or_default() += e.score.events + e.score.false_alarms + e.score.misses;
+        *busy.entry((e.rule.clone(), e.entity.clone())).or_default() +=
+            e.score.events + e.score.false_alarms + e.score.misses;
     }
     let mut out: Vec<(String, String)> = busy
         .keys()
@@ -509,7 +508,17 @@ pub fn summary(o: &BacktestOutcome) -> String {
     let _ = writeln!(
         s,
         "{:<18} {:<10} {:>6} {:>5} {:>6} {:>6} {:>5} {:>5} {:>5} {:>11} {:>7}",
-        "rule", "level", "events", "hits", "misses", "false", "POD", "FAR", "CSI", "median lead", "≥60 min"
+        "rule",
+        "level",
+        "events",
+        "hits",
+        "misses",
+        "false",
+        "POD",
+        "FAR",
+        "CSI",
+        "median lead",
+        "≥60 min"
     );
     let row = |s: &mut String, rule: &str, level: &str, sc: &super::Score| {
         let _ = writeln!(
