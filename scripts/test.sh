@@ -55,3 +55,8 @@ trap 'rm -f "$log"' EXIT
 tail -1 "$log"
 echo "== case file format lint"
 python3 tests/cases/check_cases.py
+echo "== forewarn backtest -c config/backtest.toml (the README's command): report with plots"
+bt="$(mktemp -d)"
+"$CARGO_TARGET_DIR/debug/forewarn" backtest -c config/backtest.toml --out "$bt" --quiet | tail -5
+grep -q "<svg" "$bt/backtest.html" || { echo "backtest.html has no plots"; exit 1; }
+rm -rf "$bt"
