@@ -269,6 +269,8 @@ fn entries(
             thresholds: vec![(Cow::Borrowed("critical_1h"), Some(50.0))],
             message: Cow::Owned(format!("{g}: {}", w.kind)),
             ruleset: Cow::Borrowed("abc"),
+            branch: "observed".into(),
+            expected_crossing: None,
         }));
     }
     for (i, (reason, at)) in rejected.iter().enumerate() {

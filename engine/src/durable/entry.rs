@@ -254,6 +254,11 @@ pub struct WarningRow<'a> {
     /// SHA-256 of the rule set.
     #[serde(borrow)]
     pub ruleset: Cow<'a, str>,
+    /// `observed`, `forecast` or `projected`.
+    #[serde(borrow)]
+    pub branch: Cow<'a, str>,
+    /// Expected crossing time of a forecast or projected branch, UTC ms.
+    pub expected_crossing: Option<Millis>,
 }
 
 impl<'a> From<&'a Warning> for WarningRow<'a> {
@@ -278,6 +283,8 @@ impl<'a> From<&'a Warning> for WarningRow<'a> {
             thresholds: pairs(&w.thresholds),
             message: Cow::Borrowed(&w.message),
             ruleset: Cow::Borrowed(&w.provenance.ruleset),
+            branch: Cow::Borrowed(w.branch.as_str()),
+            expected_crossing: w.expected_crossing,
         }
     }
 }

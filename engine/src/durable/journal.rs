@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use super::entry::Entry;
 
 /// Journal format version (the header's `version`).
-pub const JOURNAL_VERSION: u32 = 1;
+pub const JOURNAL_VERSION: u32 = 2;
 const MAGIC: &[u8; 8] = b"FWJRNL\0\0";
 /// Length of a segment's header.
 pub const HEADER_LEN: u64 = 16;

@@ -101,6 +101,8 @@ pub fn warnings_schema() -> SchemaRef {
         Field::new("thresholds", number_map_type(), false),
         utf8("message", false),
         utf8("ruleset", false),
+        utf8("branch", false),
+        ts("expected_crossing", true),
     ]))
 }
 

@@ -394,7 +394,11 @@ fn warnings_batch(rows: &[&WarningRow<'_>]) -> Result<RecordBatch, ArrowError> {
     let mut delayed = Vec::with_capacity(n);
     let mut message = Vec::with_capacity(n);
     let mut ruleset = Vec::with_capacity(n);
+    let mut branch = Vec::with_capacity(n);
+    let mut crossing = Vec::with_capacity(n);
     for w in rows {
+        branch.push(w.branch.as_ref());
+        crossing.push(w.expected_crossing);
         rule.push(w.rule.as_ref());
         entity.push(w.entity.as_ref());
         seq.push(w.seq);
@@ -427,6 +431,8 @@ fn warnings_batch(rows: &[&WarningRow<'_>]) -> Result<RecordBatch, ArrowError> {
             Arc::new(thresholds),
             strs(message),
             strs(ruleset),
+            strs(branch),
+            utc_ts_opt(crossing),
         ],
     )
 }

@@ -224,6 +224,8 @@ pub fn entries() -> Vec<Entry<'static>> {
             thresholds: vec![(c("critical_1h"), Some(50.0))],
             message: c("G1: 12 mm in 3 h — ünïcode"),
             ruleset: c("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"),
+            branch: "projected".into(),
+            expected_crossing: Some(t("2017-08-27T01:05:00Z")),
         }),
         Entry::Warning(WarningRow {
             rule: c("flash_flood"),
@@ -240,6 +242,8 @@ pub fn entries() -> Vec<Entry<'static>> {
             thresholds: vec![],
             message: c(""),
             ruleset: c("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"),
+            branch: "observed".into(),
+            expected_crossing: None,
         }),
         Entry::Status(StatusRow {
             entity: c("G1"),
@@ -482,6 +486,7 @@ pub fn expected() -> BTreeMap<(&'static str, &'static str), Vec<Json>> {
             "values": pairs(&[("sum_3h", Some(12.5)), ("max_1h", None), ("ratio", Some(0.1))]),
             "thresholds": pairs(&[("critical_1h", Some(50.0))]),
             "message": "G1: 12 mm in 3 h — ünïcode", "ruleset": ruleset,
+            "branch": "projected", "expected_crossing": t("2017-08-27T01:05:00Z"),
         })],
     );
     m.insert(
@@ -491,6 +496,7 @@ pub fn expected() -> BTreeMap<(&'static str, &'static str), Vec<Json>> {
             "from": "prepare", "to": null, "time": t("2017-08-28T23:59:59.999Z"),
             "emitted_at": t("2017-08-29T00:00:00Z"), "late": true, "delayed": false,
             "values": [], "thresholds": [], "message": "", "ruleset": ruleset,
+            "branch": "observed", "expected_crossing": null,
         })],
     );
     m.insert(
@@ -557,6 +563,8 @@ pub fn expected_columns(table: &str) -> Vec<(&'static str, &'static str)> {
             ("thresholds", MAP),
             ("message", "string"),
             ("ruleset", "string"),
+            ("branch", "string"),
+            ("expected_crossing", TS),
         ],
         "status" => vec![
             ("entity", "string"),
