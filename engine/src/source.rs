@@ -173,6 +173,9 @@ impl Sink for LineContext<'_> {
         self.out
             .dead_letter(DeadLetter::from_rejection(r, self.source, raw));
     }
+    fn evaluated(&mut self, e: &crate::record::Evaluation<'_>) {
+        self.out.evaluated(e)
+    }
 }
 
 /// What a replay feeds readings to: an [`Engine`], or the daemon's shard router (which

@@ -148,6 +148,11 @@ fn backtest_scores_lead_time_and_false_alarms() {
     // the report files exist; the HTML plots the gauge
     let html = std::fs::read_to_string(out.join("backtest.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("g1"));
+    // the traced pass reached the plot: the window's line is drawn (labelled in the legend)
+    assert!(
+        html.contains("sum(rain, 1h) (mm)"),
+        "no traced series in the plot"
+    );
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("backtest.json")).unwrap()).unwrap();
     assert_eq!(json["overall"]["false_alarms"], 1);

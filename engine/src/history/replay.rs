@@ -365,6 +365,9 @@ impl Sink for BatchContext<'_> {
         self.out
             .dead_letter(DeadLetter::from_rejection(r, &self.batch.source, &raw));
     }
+    fn evaluated(&mut self, e: &crate::record::Evaluation<'_>) {
+        self.out.evaluated(e)
+    }
 }
 
 /// Replay the history under `history_dir` into `engine`, batch by batch in arrival order:
