@@ -1771,11 +1771,22 @@ impl Engine {
     /// The expected crossing time of a branch that holds over its full horizon.
     fn crossing(&mut self, e: EntityId, d: &Expr, t: Millis) -> Option<Millis> {
         let mut horizon: Millis = 0;
+        let mut time_to: Option<Ahead> = None;
         d.walk(&mut |x| {
             if let Expr::Ahead(a) = x {
                 horizon = horizon.max(a.horizon);
+                if matches!(a.kind, AheadKind::TimeTo { .. }) {
+                    time_to = Some(a.clone());
+                }
             }
         });
+        // `time_to(...)` says when: τ plus the time it computes
+        if let Some(a) = time_to {
+            let hours = self.eval_ahead(e, &a, t)?;
+            return hours
+                .is_finite()
+                .then(|| t + (hours * HOUR as f64).round() as Millis);
+        }
         let (mut lo, mut hi) = (0.0f64, 1.0f64);
         for _ in 0..16 {
             let mid = (lo + hi) / 2.0;
@@ -1805,6 +1816,18 @@ impl Engine {
                 let l = self.window_value(e, *last, t).num()?;
                 let r = self.window_value(e, *rate, t).num()?;
                 Some(l + r * h as f64 / HOUR as f64)
+            }
+            AheadKind::TimeTo { last, rate, target } => {
+                let l = self.window_value(e, *last, t).num()?;
+                let r = self.window_value(e, *rate, t).num()?;
+                let goal = self.eval_num(e, target, t)?;
+                Some(if l >= goal {
+                    0.0
+                } else if r > 0.0 {
+                    (goal - l) / r
+                } else {
+                    f64::INFINITY
+                })
             }
             AheadKind::ForecastSum { feed } => self.forecast_value(e, *feed, t, h, false),
             AheadKind::ForecastMax { feed } => self.forecast_value(e, *feed, t, h, true),

@@ -15,7 +15,7 @@ use crate::units::{self, UnitKind};
 use crate::{TableData, TableLoader};
 
 /// Functions over a horizon ahead of the evaluation time.
-const AHEAD_FUNCS: &[&str] = &["forecast", "forecast_max", "project"];
+const AHEAD_FUNCS: &[&str] = &["forecast", "forecast_max", "project", "time_to"];
 /// CAP 1.2 `severity` values.
 const CAP_SEVERITIES: &[&str] = &["Extreme", "Severe", "Moderate", "Minor", "Unknown"];
 /// CAP 1.2 `responseType` values a level may declare (`AllClear` is for the cancel).
@@ -1846,8 +1846,22 @@ impl<'a> Checker<'a> {
             }
             ABin::Default => self.default(l, r, op_span, cx),
             _ => {
-                let a = self.num(l, cx, what);
-                let b = self.num(r, cx, what);
+                // `time_to(...) <= 2h`: a duration compared with a time is a number of hours
+                let is_time_to = |e: &ast::Expr| matches!(&strip_parens(e).kind, ExprKind::Call { func, .. } if func.name == "time_to");
+                let hours = |e: &ast::Expr| match strip_parens(e).kind {
+                    ExprKind::Duration(ms) => Some((
+                        Expr::Num(ms as f64 / ir::HOUR as f64),
+                        Nu::Known(Unit::Other("h")),
+                    )),
+                    _ => None,
+                };
+                let (a, b) = if is_time_to(l) && hours(r).is_some() {
+                    (self.num(l, cx, what), hours(r))
+                } else if is_time_to(r) && hours(l).is_some() {
+                    (hours(l), self.num(r, cx, what))
+                } else {
+                    (self.num(l, cx, what), self.num(r, cx, what))
+                };
                 match (a, b) {
                     (Some(a), Some(b)) => self.arith(op, op_span, (a, l.span), (b, r.span)),
                     _ => ERR,
@@ -2218,6 +2232,9 @@ impl<'a> Checker<'a> {
         cx: &mut RuleCx,
     ) -> Checked {
         let f = func.name.as_str();
+        if f == "time_to" {
+            return self.time_to_call(args, span, cx);
+        }
         let (want, example) = match f {
             "project" => (3, "project(rain, 1h, next 2h)"),
             _ => (2, "forecast(qpf, next 3h)"),
@@ -2370,6 +2387,107 @@ impl<'a> Checker<'a> {
             cx.aheads.push((label, ir.clone(), unit));
         }
         (ir, Ty::Num(Nu::Known(unit)))
+    }
+
+    /// `time_to(f, w, target)`: hours until a level feed reaches `target` at its rate of rise
+    /// over `w` (0 when it already has; infinite when it is not rising).
+    fn time_to_call(&mut self, args: &[ast::Expr], span: Span, cx: &mut RuleCx) -> Checked {
+        if args.len() != 3 {
+            self.err(
+                Diagnostic::error(
+                    "E301",
+                    format!("`time_to` takes 3 arguments, found {}", args.len()),
+                    span,
+                )
+                .label("wrong number of arguments")
+                .help("write e.g. `time_to(stage, 1h, river.warning) <= 2h` (feed, window of the rate of rise, level)"),
+            );
+            return ERR;
+        }
+        let feed = self.feed_arg(&args[0], "time_to", cx);
+        let width = self.expect_duration(&args[1], "the window width of `time_to`", false);
+        let target = self.num(&args[2], cx, "the level of `time_to`");
+        let (Some(feed), Some(width), Some((target, tnu))) = (feed, width, target) else {
+            return ERR;
+        };
+        if self.feed_bad[feed] {
+            return ERR;
+        }
+        let fd = self.feeds[feed].clone();
+        if fd.forecast || fd.quantity != Quantity::Level || fd.unit != Unit::M {
+            self.err(
+                Diagnostic::error(
+                    "E305",
+                    format!("`time_to` needs a level feed in metres, but `{}` is not one", fd.name),
+                    args[0].span,
+                )
+                .label("not a stage in m")
+                .help("time to a level at the current rate of rise: `time_to(stage, 1h, river.warning)`"),
+            );
+            return ERR;
+        }
+        let target = match tnu {
+            Nu::Known(Unit::M) | Nu::Bare => target,
+            Nu::Amb(UnitKind::CmPerHour) => {
+                self.err(
+                    Diagnostic::error(
+                        "E304",
+                        "`time_to` needs a level, not a rate in cm/h",
+                        args[2].span,
+                    )
+                    .label("a rate")
+                    .help("the target of `time_to` is a level, e.g. `river.warning` or `12.5 m`"),
+                );
+                return ERR;
+            }
+            Nu::Amb(_) => scale(target, 0.01), // cm against a level: metres
+            Nu::Known(u) => {
+                self.err(
+                    Diagnostic::error(
+                        "E304",
+                        format!("`time_to` compares a level in m with a value in {u}"),
+                        args[2].span,
+                    )
+                    .label(format!("this is in {u}"))
+                    .help("the target of `time_to` is a level, e.g. `river.warning` or `12.5 m`"),
+                );
+                return ERR;
+            }
+        };
+        let last = self.intern(ir::WindowNode {
+            feed,
+            func: WindowFunc::Last,
+            width: None,
+            unit: fd.unit,
+            label: window_label(&WindowFunc::Last, &fd.name, None),
+        });
+        let rate = self.intern(ir::WindowNode {
+            feed,
+            func: WindowFunc::Rate,
+            width: Some(width),
+            unit: Unit::MPerHour,
+            label: window_label(&WindowFunc::Rate, &fd.name, Some(width)),
+        });
+        cx.use_window(last);
+        cx.use_window(rate);
+        let label = format!(
+            "time_to({}, {}, {}) (h)",
+            fd.name,
+            fmt_duration(width),
+            self.text(args[2].span)
+        );
+        let ir = Expr::Ahead(ir::Ahead {
+            kind: ir::AheadKind::TimeTo {
+                last,
+                rate,
+                target: Box::new(target),
+            },
+            horizon: 0,
+        });
+        if !cx.aheads.iter().any(|(l, _, _)| *l == label) {
+            cx.aheads.push((label, ir.clone(), Unit::None));
+        }
+        (ir, Ty::Num(Nu::Known(Unit::Other("h"))))
     }
 
     /// The horizon argument `next 3h`.

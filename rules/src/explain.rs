@@ -127,6 +127,16 @@ impl Plan {
                         label(last),
                         label(rate)
                     ),
+                    AheadKind::TimeTo { last, rate, target } => {
+                        let _ = write!(
+                            s,
+                            "time_to(w{last}:{}, w{rate}:{}, ",
+                            label(last),
+                            label(rate)
+                        );
+                        self.write_expr(s, target, 0);
+                        write!(s, ")")
+                    }
                 };
             }
             Expr::Neg(x) => {

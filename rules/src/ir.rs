@@ -468,6 +468,17 @@ pub enum AheadKind {
         /// The `rate(f, w)` window (m/h).
         rate: WindowId,
     },
+    /// `time_to(f, w, target)` of a level feed: hours until `last(f)` reaches `target` at
+    /// `rate(f, w)`; 0 when it already has, infinite when the level is not rising. Its
+    /// horizon is 0; the expected crossing is τ plus this time.
+    TimeTo {
+        /// The `last(f)` window.
+        last: WindowId,
+        /// The `rate(f, w)` window (m/h).
+        rate: WindowId,
+        /// The level to reach (m).
+        target: Box<Expr>,
+    },
 }
 
 impl Expr {

@@ -489,6 +489,14 @@ impl KeyCtx<'_> {
                         s.push(' ');
                         self.window(*rate, s);
                     }
+                    forewarn_rules::ir::AheadKind::TimeTo { last, rate, target } => {
+                        s.push_str("timeto ");
+                        self.window(*last, s);
+                        s.push(' ');
+                        self.window(*rate, s);
+                        s.push(' ');
+                        self.expr(target, s);
+                    }
                 }
                 s.push(')');
             }
