@@ -115,6 +115,8 @@ struct LoadedForecast {
     forecast: Forecast,
     source: String,
     line: u64,
+    /// The JSON Lines line (empty for an NWS document).
+    raw: String,
 }
 
 /// A forecast entry that cannot be used, for the dead-letter output.
@@ -176,6 +178,7 @@ fn load_forecast_files(
                     forecast,
                     source: src.name.clone(),
                     line,
+                    raw: raw.to_string(),
                 }),
                 Err(e) => bad.push(BadForecast {
                     source: src.name.clone(),
@@ -1126,7 +1129,7 @@ fn push_forecasts(
 ) -> u64 {
     let mut n = 0;
     for f in forecasts {
-        let (source, line) = (f.source, f.line);
+        let (source, line, raw) = (f.source, f.line, f.raw);
         let r = if restored {
             engine.restore_forecast(f.forecast, out)
         } else {
@@ -1142,7 +1145,7 @@ fn push_forecasts(
                             source,
                             line,
                             detail: e.to_string(),
-                            raw: Vec::new(),
+                            raw: raw.into_bytes(),
                         }
                         .dead_letter(),
                     );
