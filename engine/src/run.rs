@@ -196,11 +196,14 @@ fn load_forecast_files(
     }
 }
 
+/// Forecast entries that cannot be used: `(where, error)`.
+pub type BadForecasts = Vec<(String, String)>;
+
 /// Load the forecasts of every `[[forecast]]` section: the forecasts, and the entries that
 /// cannot be used as `(where, error)` — `where` is `source name:line` (line 0 when the file
 /// has no lines, as an NWS document). A missing or unreadable file, or a section that makes
 /// no sense, is an error. `forewarn run` dead-letters the bad entries.
-pub fn load_forecasts(cfg: &RunConfig) -> Result<(Vec<Forecast>, Vec<(String, String)>), RunError> {
+pub fn load_forecasts(cfg: &RunConfig) -> Result<(Vec<Forecast>, BadForecasts), RunError> {
     let (good, bad) = load_forecast_files(cfg)?;
     Ok((
         good.into_iter().map(|f| f.forecast).collect(),
