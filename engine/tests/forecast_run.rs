@@ -313,3 +313,50 @@ area = "Apalachicola"
     let crossing = utc("2022-02-04T12:00:00Z") + (0.984 * 6.0 / 4.826 * HOUR as f64).round() as i64;
     assert_crossing(&raise["expected_crossing"], crossing, 6 * HOUR);
 }
+
+/// With `[history]` (the durable path of `forewarn run`) and CAP output on, the forecast is
+/// used exactly as without: the same warning records, and the forecast-carried raise is
+/// published with certainty `Likely` and its expected crossing as `onset`. A second run of
+/// the finished configuration starts fresh and ends the same, its CAP files unchanged.
+#[test]
+fn forecasts_and_cap_with_history() {
+    let cap = "\ncap = \"out/cap\"\n";
+    let (plain_dir, plain) = setup("issued", QPF);
+    run(&RunConfig::load(&plain).unwrap()).unwrap();
+    let history =
+        format!("[cap]\nsender = \"forewarn.test.example\"\n{QPF}\n[history]\ndir = \"hist\"\n");
+    let (dir, path) = setup("issued", &history);
+    // `[output] cap` goes under [output]: insert it after the dead-letter line
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "dead-letter = \"out/dead.jsonl\"\n",
+        &format!("dead-letter = \"out/dead.jsonl\"{cap}"),
+    );
+    std::fs::write(&path, text).unwrap();
+    let strip = |p: &Path| -> Vec<serde_json::Value> {
+        records(p)
+            .into_iter()
+            .map(|mut v| {
+                v.as_object_mut().unwrap().remove("emitted_at");
+                v
+            })
+            .collect()
+    };
+    let want = strip(&plain_dir.path().join("out/warnings.jsonl"));
+    for _ in 0..2 {
+        let summary = run(&RunConfig::load(&path).unwrap()).unwrap();
+        assert_eq!(strip(&dir.path().join("out/warnings.jsonl")), want);
+        assert_eq!(summary.forecasts, 1);
+        assert_eq!(summary.cap.as_ref().unwrap().failed, 0);
+        assert_eq!(records(&dir.path().join("out/dead.jsonl")).len(), 2);
+    }
+    let id = "forewarn.test.example-wet-S1-20240701T010000Z-1";
+    let x = std::fs::read_to_string(dir.path().join(format!("out/cap/{id}.xml"))).unwrap();
+    assert!(x.contains("<certainty>Likely</certainty>"), "{x}");
+    // crossing 03:00 (+ at most 165 ms, cut to whole seconds); 2 h ahead: urgency Future
+    assert!(
+        x.contains("<onset>2024-07-01T03:00:00-00:00</onset>"),
+        "{x}"
+    );
+    assert!(x.contains("<urgency>Future</urgency>"), "{x}");
+    assert!(x.contains("<value>forecast</value>"), "{x}");
+}
