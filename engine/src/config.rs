@@ -624,6 +624,63 @@ path = "x"
     }
 
     #[test]
+    fn cap_and_forecast_sections() {
+        let text = r#"
+rules = "r.rules"
+[engine]
+forecast-as-of = "issued"
+[[source]]
+format = "csv"
+path = "in.csv"
+[output]
+cap = "cap"
+[cap]
+sender = "forewarn.example.org"
+languages = ["zh-CN", "en"]
+geocodes = [{ value-name = "admin", column = "area" }]
+[[forecast]]
+name = "qpf"
+format = "jsonl"
+path = "fc/qpf.jsonl"
+feed = "qpf"
+area = "north"
+"#;
+        let c = RunConfig::parse(text, Path::new("/etc/fw/f.toml")).unwrap();
+        assert_eq!(c.engine.forecast_as_of, AsOf::Issued);
+        assert_eq!(c.output.cap, Some(PathBuf::from("/etc/fw/cap")));
+        let cap = c.cap.unwrap();
+        // defaults: prefix = sender, Actual, Met, 6 h
+        assert_eq!(cap.config.identifier_prefix, "forewarn.example.org");
+        assert_eq!(cap.config.status, CapStatus::Actual);
+        assert_eq!(cap.config.category, "Met");
+        assert_eq!(cap.config.expires_after, Some(6 * 3_600_000));
+        assert_eq!(cap.config.languages, ["zh-CN", "en"]);
+        assert_eq!(cap.geocodes, [("admin".to_string(), "area".to_string())]);
+        assert_eq!(cap.area_column, None);
+        assert_eq!(c.forecasts.len(), 1);
+        assert_eq!(c.forecasts[0].path, PathBuf::from("/etc/fw/fc/qpf.jsonl"));
+        // defaults without the sections
+        let plain = "rules = \"r\"\n[[source]]\nformat = \"csv\"\npath = \"-\"\n";
+        let c = RunConfig::parse(plain, Path::new("f.toml")).unwrap();
+        assert_eq!(c.engine.forecast_as_of, AsOf::Received);
+        assert!(c.cap.is_none() && c.forecasts.is_empty() && c.output.cap.is_none());
+        // cap without [cap], and a bad category and language
+        let bad = format!("{plain}[output]\ncap = \"cap\"\n");
+        let err = RunConfig::parse(&bad, Path::new("f.toml")).unwrap_err();
+        assert!(err.to_string().contains("no [cap] section"), "{err}");
+        let bad = format!(
+            "{plain}[output]\ncap = \"cap\"\n[cap]\nsender = \"s\"\ncategory = \"Weather\"\nexpires-after = \"soon\"\n"
+        );
+        let err = RunConfig::parse(&bad, Path::new("f.toml")).unwrap_err();
+        let ConfigError::Invalid { problems, .. } = err else {
+            panic!("{err}")
+        };
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].starts_with("cap.expires-after"), "{problems:?}");
+        assert!(problems[1].contains("Weather"), "{problems:?}");
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let text = "rules = \"r\"\nrulez = 1\n";
         assert!(matches!(
