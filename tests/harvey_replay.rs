@@ -54,6 +54,7 @@ fn harvey_replay_matches_the_independent_oracle() {
     cfg.output.status = Some(out.path().join("status.jsonl"));
     cfg.output.dead_letter = Some(out.path().join("dead-letter.jsonl"));
     cfg.output.console = false;
+    cfg.output.cap = Some(out.path().join("cap"));
     let summary = run(&cfg).expect("the replay runs");
 
     let got: Vec<Value> = read_jsonl(&out.path().join("warnings.jsonl"));
@@ -119,4 +120,42 @@ fn harvey_replay_matches_the_independent_oracle() {
         && w["provenance"]["ruleset"]
             .as_str()
             .is_some_and(|h| h.len() == 64)));
+
+    // CAP output is on in the shipped configuration: every rule of harvey.rules has a CAP
+    // mapping and none is shadow, so every transition is one valid CAP 1.2 file.
+    let cap = summary.cap.as_ref().expect("CAP output configured");
+    assert_eq!(
+        (cap.written, cap.failed),
+        (got.len() as u64, 0),
+        "{:?}",
+        cap.errors
+    );
+    let mut files: Vec<_> = std::fs::read_dir(out.path().join("cap"))
+        .expect("CAP directory")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), got.len());
+    let xsd = root.join("fixtures/cap-1.2/CAP-v1.2.xsd");
+    for chunk in files.chunks(500) {
+        let o = std::process::Command::new("xmllint")
+            .arg("--noout")
+            .arg("--schema")
+            .arg(&xsd)
+            .args(chunk)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run xmllint ({e}): install it with `apt-get install libxml2-utils`")
+            });
+        assert!(
+            o.status.success(),
+            "CAP files fail the CAP 1.2 schema:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .filter(|l| !l.ends_with(" validates"))
+                .take(20)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
 }

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use forewarn_rules::ir::Millis;
 use serde::Deserialize;
 
+use crate::cap::{CapConfig, CapStatus, CapWriter, DEFAULT_EXPIRES_AFTER};
 use crate::engine::{ClockMode, EngineConfig};
+use crate::forecast::{AsOf, ForecastSourceConfig};
 use crate::time::{parse_duration, Zone};
 
 /// Errors reading a configuration file.
@@ -53,6 +55,112 @@ struct RawConfig {
     #[serde(default)]
     output: RawOutput,
     history: Option<RawHistory>,
+    cap: Option<RawCap>,
+    #[serde(default, rename = "forecast")]
+    forecasts: Vec<ForecastSourceConfig>,
+}
+
+/// The `[cap]` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawCap {
+    sender: Option<String>,
+    identifier_prefix: Option<String>,
+    status: Option<String>,
+    category: Option<String>,
+    sender_name: Option<String>,
+    expires_after: Option<String>,
+    #[serde(default)]
+    languages: Vec<String>,
+    area_column: Option<String>,
+    geocodes: Option<Vec<RawGeocode>>,
+}
+
+/// One `geocodes` entry as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawGeocode {
+    value_name: String,
+    column: String,
+}
+
+impl RawCap {
+    /// Validate against the CAP writer's rules; problems are appended to `problems`.
+    fn resolve(&self, zone: Zone, problems: &mut Vec<String>) -> Option<CapSettings> {
+        let Some(sender) = self.sender.clone() else {
+            problems.push(
+                "cap.sender: required when output.cap is set (e.g. sender = \"forewarn.example.org\")"
+                    .into(),
+            );
+            return None;
+        };
+        let prefix = self
+            .identifier_prefix
+            .clone()
+            .unwrap_or_else(|| sender.clone());
+        let mut config = CapConfig::new(sender, prefix);
+        config.zone = zone;
+        if let Some(s) = &self.status {
+            match s.parse::<CapStatus>() {
+                Ok(v) => config.status = v,
+                Err(e) => problems.push(format!("cap.status: {e}")),
+            }
+        }
+        if let Some(c) = &self.category {
+            config.category = c.clone();
+        }
+        config.sender_name = self.sender_name.clone();
+        config.expires_after = match &self.expires_after {
+            None => Some(DEFAULT_EXPIRES_AFTER),
+            Some(s) => match parse_duration(s) {
+                Some(d) if d > 0 => Some(d),
+                _ => {
+                    problems.push(format!(
+                        "cap.expires-after: {s:?} is not a positive duration (e.g. 6h, 90m)"
+                    ));
+                    Some(DEFAULT_EXPIRES_AFTER)
+                }
+            },
+        };
+        config.languages = self.languages.clone();
+        // the writer checks the sender, the category and the language tags
+        if let Err(e) = CapWriter::new(config.clone()) {
+            problems.push(format!("cap: {e}"));
+        }
+        let geocodes = match &self.geocodes {
+            None => Vec::new(),
+            Some(g) => {
+                for (i, code) in g.iter().enumerate() {
+                    if code.value_name.trim().is_empty() || code.column.trim().is_empty() {
+                        problems.push(format!(
+                            "cap.geocodes[{i}]: value-name and column must not be empty"
+                        ));
+                    }
+                }
+                g.iter()
+                    .map(|c| (c.value_name.clone(), c.column.clone()))
+                    .collect()
+            }
+        };
+        Some(CapSettings {
+            config,
+            area_column: self.area_column.clone(),
+            geocodes,
+        })
+    }
+}
+
+/// CAP output settings (`[cap]`, used when `[output] cap` names a directory).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CapSettings {
+    /// Sender, identifier prefix, status, category, sender name, expiry, languages; times in
+    /// the display zone.
+    pub config: CapConfig,
+    /// A table column holding each entity's area description (`areaDesc`); none: the entity id.
+    pub area_column: Option<String>,
+    /// `(valueName, column)`: geocodes taken from table columns; empty: one geocode
+    /// `forewarn:entity` = the entity id.
+    pub geocodes: Vec<(String, String)>,
 }
 
 /// The `[history]` table as written.
@@ -143,6 +251,7 @@ pub(crate) struct RawEngine {
     pub(crate) delayed_after: Option<String>,
     #[serde(default)]
     pub(crate) require_known_entities: bool,
+    pub(crate) forecast_as_of: Option<String>,
 }
 
 impl RawEngine {
@@ -181,6 +290,16 @@ impl RawEngine {
                 ClockMode::Event
             }
         };
+        let forecast_as_of = match self.forecast_as_of.as_deref() {
+            None | Some("received") => AsOf::Received,
+            Some("issued") => AsOf::Issued,
+            Some(other) => {
+                problems.push(format!(
+                    "engine.forecast-as-of: {other:?} is neither \"received\" nor \"issued\""
+                ));
+                AsOf::Received
+            }
+        };
         let display_zone =
             parse_zone(problems, "engine.display-zone", &self.display_zone).unwrap_or_default();
         (
@@ -191,6 +310,7 @@ impl RawEngine {
                 max_age,
                 delayed_after,
                 require_known_entities: self.require_known_entities,
+                forecast_as_of,
                 ..defaults
             },
             display_zone,
@@ -240,6 +360,7 @@ struct RawOutput {
     status: Option<String>,
     dead_letter: Option<String>,
     console: Option<bool>,
+    cap: Option<String>,
 }
 
 /// Validate `[[source]]` tables (shared by `forewarn run` and `forewarn serve`).
@@ -340,6 +461,8 @@ pub struct OutputConfig {
     pub dead_letter: Option<PathBuf>,
     /// Also print one human-readable line per warning on stdout.
     pub console: bool,
+    /// A directory for CAP 1.2 messages, one file per warning transition (`[cap]` settings).
+    pub cap: Option<PathBuf>,
 }
 
 /// A validated configuration.
@@ -357,6 +480,10 @@ pub struct RunConfig {
     pub output: OutputConfig,
     /// History and durable state (`[history]`); none: nothing is kept, nothing resumes.
     pub history: Option<HistoryConfig>,
+    /// CAP settings (`[cap]`); present whenever `output.cap` is.
+    pub cap: Option<CapSettings>,
+    /// Forecast files (`[[forecast]]`), paths resolved against the configuration file.
+    pub forecasts: Vec<ForecastSourceConfig>,
 }
 
 /// Read a configuration file's text.
@@ -407,6 +534,33 @@ impl RunConfig {
         if raw.sources.is_empty() {
             problems.push("no [[source]] configured".into());
         }
+        let cap = match (&raw.output.cap, &raw.cap) {
+            (None, _) => None,
+            (Some(_), None) => {
+                problems.push(
+                    "output.cap is set but there is no [cap] section (at least `sender` is required)"
+                        .into(),
+                );
+                None
+            }
+            (Some(_), Some(c)) => c.resolve(display_zone, &mut problems),
+        };
+        let mut forecasts = raw.forecasts.clone();
+        let mut names = std::collections::HashSet::new();
+        for f in &mut forecasts {
+            if !names.insert(f.name.clone()) {
+                problems.push(format!("forecast {:?}: the name is used twice", f.name));
+            }
+            if f.area.is_some() && f.entity.is_some() {
+                problems.push(format!(
+                    "forecast {:?}: give `area` or `entity`, not both",
+                    f.name
+                ));
+            }
+            if let Some(p) = f.path.to_str() {
+                f.path = rel(p);
+            }
+        }
         if !problems.is_empty() {
             return Err(ConfigError::Invalid {
                 path: path.to_path_buf(),
@@ -424,8 +578,11 @@ impl RunConfig {
                 status: out(&raw.output.status),
                 dead_letter: out(&raw.output.dead_letter),
                 console: raw.output.console.unwrap_or(false),
+                cap: raw.output.cap.as_deref().map(rel),
             },
             history,
+            cap,
+            forecasts,
         })
     }
 }
@@ -464,6 +621,63 @@ path = "x"
             Some(PathBuf::from("/etc/fw/dl.jsonl"))
         );
         assert_eq!(c.engine.watermark_delay, 60_000);
+    }
+
+    #[test]
+    fn cap_and_forecast_sections() {
+        let text = r#"
+rules = "r.rules"
+[engine]
+forecast-as-of = "issued"
+[[source]]
+format = "csv"
+path = "in.csv"
+[output]
+cap = "cap"
+[cap]
+sender = "forewarn.example.org"
+languages = ["zh-CN", "en"]
+geocodes = [{ value-name = "admin", column = "area" }]
+[[forecast]]
+name = "qpf"
+format = "jsonl"
+path = "fc/qpf.jsonl"
+feed = "qpf"
+area = "north"
+"#;
+        let c = RunConfig::parse(text, Path::new("/etc/fw/f.toml")).unwrap();
+        assert_eq!(c.engine.forecast_as_of, AsOf::Issued);
+        assert_eq!(c.output.cap, Some(PathBuf::from("/etc/fw/cap")));
+        let cap = c.cap.unwrap();
+        // defaults: prefix = sender, Actual, Met, 6 h
+        assert_eq!(cap.config.identifier_prefix, "forewarn.example.org");
+        assert_eq!(cap.config.status, CapStatus::Actual);
+        assert_eq!(cap.config.category, "Met");
+        assert_eq!(cap.config.expires_after, Some(6 * 3_600_000));
+        assert_eq!(cap.config.languages, ["zh-CN", "en"]);
+        assert_eq!(cap.geocodes, [("admin".to_string(), "area".to_string())]);
+        assert_eq!(cap.area_column, None);
+        assert_eq!(c.forecasts.len(), 1);
+        assert_eq!(c.forecasts[0].path, PathBuf::from("/etc/fw/fc/qpf.jsonl"));
+        // defaults without the sections
+        let plain = "rules = \"r\"\n[[source]]\nformat = \"csv\"\npath = \"-\"\n";
+        let c = RunConfig::parse(plain, Path::new("f.toml")).unwrap();
+        assert_eq!(c.engine.forecast_as_of, AsOf::Received);
+        assert!(c.cap.is_none() && c.forecasts.is_empty() && c.output.cap.is_none());
+        // cap without [cap], and a bad category and language
+        let bad = format!("{plain}[output]\ncap = \"cap\"\n");
+        let err = RunConfig::parse(&bad, Path::new("f.toml")).unwrap_err();
+        assert!(err.to_string().contains("no [cap] section"), "{err}");
+        let bad = format!(
+            "{plain}[output]\ncap = \"cap\"\n[cap]\nsender = \"s\"\ncategory = \"Weather\"\nexpires-after = \"soon\"\n"
+        );
+        let err = RunConfig::parse(&bad, Path::new("f.toml")).unwrap_err();
+        let ConfigError::Invalid { problems, .. } = err else {
+            panic!("{err}")
+        };
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].starts_with("cap.expires-after"), "{problems:?}");
+        assert!(problems[1].contains("Weather"), "{problems:?}");
     }
 
     #[test]

@@ -22,6 +22,7 @@
 
 pub mod backtest;
 pub mod cap;
+mod cap_output;
 pub mod cases;
 pub mod config;
 #[cfg(feature = "daemon")]

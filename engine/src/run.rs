@@ -13,6 +13,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
+use crate::cap_output::CapOutput;
 use crate::config::{HistoryConfig, RunConfig, SourceFormat};
 use crate::durable::checkpoint::{read_checkpoint, read_latest, write_checkpoint};
 use crate::durable::outfile::{Open, OutFile};
@@ -21,6 +22,7 @@ use crate::durable::store::{
 };
 use crate::durable::{Batch, Entry, JournalWriter, Outcome, ReadingRow, RejectedRow};
 use crate::engine::{ActiveWarning, Counters, Engine, Reading};
+use crate::forecast::{Forecast, ForecastFormat};
 use crate::loader::{load_rules, LoadError};
 use crate::record::{RejectReason, Rejection, Sink, StatusEvent, TransitionKind, Warning};
 use crate::source::{replay, Committed, DeadLetter, ReplayOutput, ReplayTarget, SourceStats};
@@ -43,6 +45,14 @@ pub enum RunError {
     /// The journal, a checkpoint or the history cannot be written or read back.
     #[error("history {0}")]
     History(String),
+    /// CAP output cannot start: levels without a CAP mapping, unknown columns, an unusable
+    /// directory; every problem is listed. Checked before any output.
+    #[error("cannot write CAP messages:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Cap(Vec<String>),
+    /// Forecast files that cannot be used (missing, unreadable, of a feed that is not a
+    /// forecast feed of the rules); every problem is listed. Checked before any output.
+    #[error("cannot load the forecasts:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Forecasts(Vec<String>),
     /// An input or output file cannot be opened or written.
     #[error("{what} {path}")]
     Io {
@@ -80,6 +90,161 @@ pub struct Summary {
     pub start: String,
     /// Checkpoints written and Parquet history sealed by this process (with `[history]`).
     pub history: Option<HistoryStats>,
+    /// Forecasts loaded from `[[forecast]]` files and handed to the engine.
+    pub forecasts: u64,
+    /// Forecasts (lines, files' entries) that could not be used: dead-lettered.
+    pub bad_forecasts: u64,
+    /// CAP output (with `[output] cap`).
+    pub cap: Option<CapStats>,
+}
+
+/// What CAP output did in a run.
+#[derive(Debug, Clone, Default)]
+pub struct CapStats {
+    /// Messages written (or found already written, identical, after a resume).
+    pub written: u64,
+    /// Messages that could not be made or written (the run went on).
+    pub failed: u64,
+    /// The first few of those errors.
+    pub errors: Vec<String>,
+}
+
+/// A forecast from a `[[forecast]]` file, with where it came from.
+#[derive(Debug, Clone)]
+struct LoadedForecast {
+    forecast: Forecast,
+    source: String,
+    line: u64,
+    /// The JSON Lines line (empty for an NWS document).
+    raw: String,
+}
+
+/// A forecast entry that cannot be used, for the dead-letter output.
+#[derive(Debug, Clone)]
+struct BadForecast {
+    source: String,
+    line: u64,
+    detail: String,
+    raw: Vec<u8>,
+}
+
+impl BadForecast {
+    fn dead_letter(&self) -> DeadLetter {
+        DeadLetter {
+            source: self.source.clone(),
+            line: self.line,
+            reason: RejectReason::Malformed,
+            detail: self.detail.clone(),
+            entity: None,
+            feed: None,
+            ts: None,
+            value: None,
+            raw: self.raw.clone(),
+        }
+    }
+}
+
+/// Read every `[[forecast]]` file: the forecasts, and the bad entries with their location
+/// (source name, line) and error. A file that cannot be read or a section that makes no
+/// sense is an error.
+fn load_forecast_files(
+    cfg: &RunConfig,
+) -> Result<(Vec<LoadedForecast>, Vec<BadForecast>), RunError> {
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    let mut problems = Vec::new();
+    for src in &cfg.forecasts {
+        let results = match src.load(Path::new("")) {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(format!("forecast {}: {e}", src.name));
+                continue;
+            }
+        };
+        // JSON Lines: one result per non-blank line, in order
+        let text = match src.format {
+            ForecastFormat::Jsonl => std::fs::read_to_string(&src.path).unwrap_or_default(),
+            ForecastFormat::NwsGridpoint => String::new(),
+        };
+        let mut lines = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| (i as u64 + 1, l));
+        for r in results {
+            let (line, raw) = lines.next().unwrap_or((0, ""));
+            match r {
+                Ok(forecast) => good.push(LoadedForecast {
+                    forecast,
+                    source: src.name.clone(),
+                    line,
+                    raw: raw.to_string(),
+                }),
+                Err(e) => bad.push(BadForecast {
+                    source: src.name.clone(),
+                    line: e.location().and_then(|l| l.line).map_or(line, |l| l as u64),
+                    detail: e.to_string(),
+                    raw: raw.as_bytes().to_vec(),
+                }),
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok((good, bad))
+    } else {
+        Err(RunError::Forecasts(problems))
+    }
+}
+
+/// Forecast entries that cannot be used: `(where, error)`.
+pub type BadForecasts = Vec<(String, String)>;
+
+/// Load the forecasts of every `[[forecast]]` section: the forecasts, and the entries that
+/// cannot be used as `(where, error)` — `where` is `source name:line` (line 0 when the file
+/// has no lines, as an NWS document). A missing or unreadable file, or a section that makes
+/// no sense, is an error. `forewarn run` dead-letters the bad entries.
+pub fn load_forecasts(cfg: &RunConfig) -> Result<(Vec<Forecast>, BadForecasts), RunError> {
+    let (good, bad) = load_forecast_files(cfg)?;
+    Ok((
+        good.into_iter().map(|f| f.forecast).collect(),
+        bad.into_iter()
+            .map(|b| (format!("{}:{}", b.source, b.line), b.detail))
+            .collect(),
+    ))
+}
+
+/// Forecasts of feeds the rules do not declare as forecast feeds: one problem each.
+fn check_forecast_feeds(cfg: &RunConfig, plan: &Plan, forecasts: &[LoadedForecast]) -> Vec<String> {
+    let forecast_feeds: Vec<&str> = plan
+        .feeds
+        .iter()
+        .filter(|f| f.forecast)
+        .map(|f| f.name.as_str())
+        .collect();
+    let mut problems = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for f in forecasts {
+        let feed = f.forecast.feed.as_str();
+        if forecast_feeds.contains(&feed) || !seen.insert((f.source.clone(), feed.to_string())) {
+            continue;
+        }
+        let what = match plan.feed_by_name(feed) {
+            Some(_) => "is a reading feed, not a forecast feed (`feed NAME: forecast …`),",
+            None => "is not declared",
+        };
+        let known = if forecast_feeds.is_empty() {
+            "the rules declare no forecast feed".to_string()
+        } else {
+            format!("forecast feeds: {}", forecast_feeds.join(", "))
+        };
+        problems.push(format!(
+            "forecast {} (line {}): feed {feed:?} {what} in {} ({known})",
+            f.source,
+            f.line,
+            cfg.rules.display()
+        ));
+    }
+    problems
 }
 
 /// What keeping history and checkpoints cost a run.
@@ -108,9 +273,11 @@ struct Outputs {
     dead: Option<OutFile>,
     console: Option<Box<dyn Write>>,
     journal: Option<SharedJournal>,
+    cap: Option<CapOutput>,
     n_warnings: u64,
     n_status: u64,
     n_dead: u64,
+    n_bad_forecasts: u64,
     error: Option<std::io::Error>,
 }
 
@@ -131,6 +298,9 @@ impl Sink for Outputs {
         let line = w.to_json(&self.zone).to_string();
         let r = self.warnings.line(&line);
         self.keep(r);
+        if let Some(cap) = self.cap.as_mut() {
+            cap.publish(&w);
+        }
         if let Some(c) = self.console.as_mut() {
             let level = match w.kind {
                 TransitionKind::Clear => format!("clear ({})", w.from.as_deref().unwrap_or("")),
@@ -573,6 +743,16 @@ fn fingerprint(cfg: &RunConfig, plan: &Plan) -> String {
             h.update(m.len().to_le_bytes());
         }
     }
+    // forecasts change what a replay produces too (nothing is added without them, so the
+    // fingerprints of runs without forecasts stay as they were)
+    if !cfg.forecasts.is_empty() {
+        h.update(format!("{:?} {:?}", cfg.forecasts, e.forecast_as_of).as_bytes());
+        for f in &cfg.forecasts {
+            if let Ok(m) = std::fs::metadata(&f.path) {
+                h.update(m.len().to_le_bytes());
+            }
+        }
+    }
     // where the outputs go and how times are shown in them: a resumed run appends to them
     let o = &cfg.output;
     h.update(
@@ -670,6 +850,23 @@ pub fn run_with(cfg: &RunConfig, opts: RunOptions) -> Result<Summary, RunError> 
         })
         .collect();
     let mut inputs = open_sources(cfg, &plan)?;
+    if let Some(dir) = &cfg.output.cap {
+        let problems = match &cfg.cap {
+            Some(settings) => crate::cap_output::check(&plan, settings),
+            None => vec![format!(
+                "output.cap = {:?} needs a [cap] section",
+                dir.display()
+            )],
+        };
+        if !problems.is_empty() {
+            return Err(RunError::Cap(problems));
+        }
+    }
+    let (forecasts, bad_forecasts) = load_forecast_files(cfg)?;
+    let problems = check_forecast_feeds(cfg, &plan, &forecasts);
+    if !problems.is_empty() {
+        return Err(RunError::Forecasts(problems));
+    }
     let hist_err = |e: String| RunError::History(e);
     let fp = fingerprint(cfg, &plan);
     // one process per data directory: a second one would interleave journals and outputs
@@ -745,16 +942,25 @@ pub fn run_with(cfg: &RunConfig, opts: RunOptions) -> Result<Summary, RunError> 
             .console
             .then(|| Box::new(BufWriter::new(std::io::stdout())) as Box<dyn Write>),
         journal: None,
+        cap: None,
         n_warnings: counts.0,
         n_status: counts.1,
         n_dead: counts.2,
+        n_bad_forecasts: 0,
         error: None,
     };
     let started = Instant::now();
     let mut sources = Vec::new();
+    let n_bad_forecasts = bad_forecasts.len() as u64;
+    let n_forecasts;
     let (engine, history) = match &cfg.history {
         None => {
             let mut engine = Engine::new(plan, cfg.engine.clone());
+            out.cap = open_cap(cfg, &engine)?;
+            for b in &bad_forecasts {
+                out.dead_letter(b.dead_letter());
+            }
+            n_forecasts = push_forecasts(&mut engine, forecasts, false, &mut out);
             for (src, input) in cfg.sources.iter().zip(inputs.iter_mut()) {
                 let stats = replay_source(&mut engine, src, input, &mut out).map_err(|source| {
                     RunError::Io {
@@ -785,6 +991,8 @@ pub fn run_with(cfg: &RunConfig, opts: RunOptions) -> Result<Summary, RunError> 
                     (Engine::new(plan, cfg.engine.clone()), w)
                 }
             };
+            let mut engine = engine;
+            out.cap = open_cap(cfg, &engine)?;
             let journal = Rc::new(RefCell::new(Journal {
                 writer,
                 next_seq: resume.as_ref().map_or(0, |c| c.next_seq),
@@ -793,6 +1001,14 @@ pub fn run_with(cfg: &RunConfig, opts: RunOptions) -> Result<Summary, RunError> 
                 now: cfg.engine.now,
             }));
             out.journal = Some(Rc::clone(&journal));
+            // forecasts are not part of a checkpoint: hand them to the restored engine again
+            // (their dead letters are already in the outputs the checkpoint kept)
+            if resume.is_none() {
+                for b in &bad_forecasts {
+                    out.dead_letter(b.dead_letter());
+                }
+            }
+            n_forecasts = push_forecasts(&mut engine, forecasts, resume.is_some(), &mut out);
             let checkpoint_no = crate::durable::checkpoint::list_checkpoints(&data.checkpoints())
                 .ok()
                 .and_then(|v| v.last().copied())
@@ -887,7 +1103,63 @@ pub fn run_with(cfg: &RunConfig, opts: RunOptions) -> Result<Summary, RunError> 
         zone: cfg.display_zone,
         start,
         history,
+        forecasts: n_forecasts,
+        bad_forecasts: n_bad_forecasts + out.n_bad_forecasts,
+        cap: out.cap.as_ref().map(|c| CapStats {
+            written: c.written,
+            failed: c.failed,
+            errors: c.errors.clone(),
+        }),
     })
+}
+
+/// The CAP sink of a run (with `[output] cap`), knowing the warnings already open (a resume).
+fn open_cap(cfg: &RunConfig, engine: &Engine) -> Result<Option<CapOutput>, RunError> {
+    let (Some(dir), Some(settings)) = (&cfg.output.cap, &cfg.cap) else {
+        return Ok(None);
+    };
+    CapOutput::new(engine.plan(), settings, dir, &engine.active_warnings())
+        .map(Some)
+        .map_err(|e| RunError::Cap(vec![e.to_string()]))
+}
+
+/// Hand the loaded forecasts to the engine (they wait in its queue until the stream reaches
+/// their as-of time). A forecast the engine refuses (an unknown area or entity) is
+/// dead-lettered. `restored`: the engine comes from a checkpoint (see
+/// [`Engine::restore_forecast`]). Returns how many were taken.
+fn push_forecasts(
+    engine: &mut Engine,
+    forecasts: Vec<LoadedForecast>,
+    restored: bool,
+    out: &mut Outputs,
+) -> u64 {
+    let mut n = 0;
+    for f in forecasts {
+        let (source, line, raw) = (f.source, f.line, f.raw);
+        let r = if restored {
+            engine.restore_forecast(f.forecast, out)
+        } else {
+            engine.push_forecast(f.forecast, out)
+        };
+        match r {
+            Ok(_) => n += 1,
+            Err(e) => {
+                out.n_bad_forecasts += 1;
+                if !restored {
+                    out.dead_letter(
+                        BadForecast {
+                            source,
+                            line,
+                            detail: e.to_string(),
+                            raw: raw.into_bytes(),
+                        }
+                        .dead_letter(),
+                    );
+                }
+            }
+        }
+    }
+    n
 }
 
 impl fmt::Display for Summary {
@@ -951,6 +1223,23 @@ impl fmt::Display for Summary {
                         ""
                     )?;
                 }
+            }
+        }
+        if self.forecasts > 0 || self.bad_forecasts > 0 {
+            writeln!(
+                f,
+                "forecasts: {} loaded, {} dead-lettered",
+                self.forecasts, self.bad_forecasts
+            )?;
+        }
+        if let Some(cap) = &self.cap {
+            writeln!(
+                f,
+                "CAP: {} messages written, {} failed",
+                cap.written, cap.failed
+            )?;
+            for e in &cap.errors {
+                writeln!(f, "  CAP error: {e}")?;
             }
         }
         writeln!(f, "still active at the end: {}", self.active.len())?;

@@ -376,6 +376,7 @@ impl ServeConfig {
             max_age: e.max_age.clone(),
             delayed_after: e.delayed_after.clone(),
             require_known_entities: e.require_known_entities,
+            forecast_as_of: None,
         }
         .resolve(&mut problems);
         // The daemon checks readings against the clock in both modes: without a configured

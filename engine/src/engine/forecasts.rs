@@ -50,6 +50,27 @@ impl Engine {
         forecast: Forecast,
         out: &mut dyn Sink,
     ) -> Result<usize, ForecastError> {
+        self.take_forecast(forecast, true, out)
+    }
+
+    /// Hand back a forecast an engine restored from a snapshot had before (snapshots do not
+    /// keep forecasts): as [`Engine::push_forecast`], except that a forecast whose as-of time
+    /// the stream has already passed is stored without evaluating anyone — the evaluations it
+    /// caused happened before the snapshot — and is not counted again.
+    pub fn restore_forecast(
+        &mut self,
+        forecast: Forecast,
+        out: &mut dyn Sink,
+    ) -> Result<usize, ForecastError> {
+        self.take_forecast(forecast, false, out)
+    }
+
+    fn take_forecast(
+        &mut self,
+        forecast: Forecast,
+        evaluate: bool,
+        out: &mut dyn Sink,
+    ) -> Result<usize, ForecastError> {
         self.forecast_feed(&forecast.feed)?;
         let n = match &forecast.target {
             ForecastTarget::Entity(_) => 1,
@@ -65,7 +86,7 @@ impl Engine {
         let f = Arc::new(forecast);
         let now = self.max_event_time();
         if now.is_some_and(|t| as_of <= t) {
-            self.apply_forecast(as_of, f, out)?;
+            self.apply_forecast(as_of, f, evaluate, out)?;
         } else {
             let q = &mut self.forecasts.queue;
             let at = q.partition_point(|(t, _)| *t <= as_of);
@@ -86,7 +107,7 @@ impl Engine {
                 break;
             };
             // checked when queued; a rule reload may have removed the feed since
-            if self.apply_forecast(as_of, f, out).is_err() {
+            if self.apply_forecast(as_of, f, true, out).is_err() {
                 self.counters.forecasts_dropped += 1;
             }
         }
@@ -135,6 +156,7 @@ impl Engine {
         &mut self,
         as_of: Millis,
         f: Arc<Forecast>,
+        evaluate: bool,
         out: &mut dyn Sink,
     ) -> Result<(), ForecastError> {
         let feed = self.forecast_feed(&f.feed)?;
@@ -146,7 +168,9 @@ impl Engine {
             as_of: self.cfg.forecast_as_of,
             ..StoreConfig::default()
         };
-        self.counters.forecasts += 1;
+        if evaluate {
+            self.counters.forecasts += 1;
+        }
         for name in targets {
             if crate::engine::check_entity_id(&name).is_err() {
                 continue;
@@ -158,7 +182,9 @@ impl Engine {
                 .entry(f.feed.clone())
                 .or_insert_with(|| ForecastStore::new(f.feed.clone(), cfg));
             store.insert(e as usize, Arc::clone(&f))?;
-            self.evaluate_for_forecast(e, feed, as_of, out);
+            if evaluate {
+                self.evaluate_for_forecast(e, feed, as_of, out);
+            }
         }
         Ok(())
     }

@@ -1,0 +1,322 @@
+//! CAP output of `forewarn run`: every warning transition of a rule that is not `shadow`
+//! becomes one CAP 1.2 message in the `[output] cap` directory (`docs/cap.md`).
+//!
+//! What a message needs beyond the warning record is prepared once at start-up from the plan
+//! and the `[cap]` settings: each level's severity and response (the rule's `cap` declaration,
+//! else the colour-ladder default — a level with neither stops the run before anything is
+//! written), the `event` names per language, and where the area description and geocodes
+//! come from. The episode start of each open episode (the raise's event time, part of every
+//! identifier) is tracked per `(rule, entity)`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use forewarn_rules::ir::{Cell, Millis, Plan, TableDef};
+
+use crate::cap::{
+    default_colour_level, CapDirSink, CapError, CapInfoText, CapLevel, CapResponse, CapSeverity,
+    CapTransition, CapWriter,
+};
+use crate::config::CapSettings;
+use crate::engine::ActiveWarning;
+use crate::record::{TransitionKind, Warning};
+
+/// What a rule publishes.
+#[derive(Debug)]
+struct RuleCap {
+    /// By level name.
+    levels: HashMap<String, CapLevel>,
+    /// `event LANG? "…"` as declared.
+    events: Vec<(Option<String>, String)>,
+    /// The event name when none is declared: the rule name with `_` as spaces.
+    fallback_event: String,
+    shadow: bool,
+}
+
+/// The CAP sink of a run: a writer, a directory, and what it needs to know of the rules.
+#[derive(Debug)]
+pub(crate) struct CapOutput {
+    writer: CapWriter,
+    dir: CapDirSink,
+    rules: HashMap<String, RuleCap>,
+    /// Area description of each entity, from `area-column`.
+    areas: HashMap<String, String>,
+    /// Geocodes of each entity, from `geocodes` (entities with none use the default).
+    geocodes: HashMap<String, Vec<(String, String)>>,
+    /// Whether `geocodes` is configured (else: `forewarn:entity` = entity id).
+    custom_geocodes: bool,
+    /// Episode start (raise time) of every open episode.
+    episodes: HashMap<(String, String), Millis>,
+    /// Messages written.
+    pub(crate) written: u64,
+    /// Messages that could not be made or written, and the first few errors.
+    pub(crate) failed: u64,
+    pub(crate) errors: Vec<String>,
+}
+
+/// Errors kept for the summary (the count goes on).
+const KEEP_ERRORS: usize = 5;
+
+/// Every problem that prevents CAP output from starting: a level of a published rule with no
+/// CAP mapping, a declaration that does not parse, a configured column no table has.
+pub(crate) fn check(plan: &Plan, settings: &CapSettings) -> Vec<String> {
+    let mut problems = Vec::new();
+    for rule in &plan.rules {
+        if rule.shadow {
+            continue;
+        }
+        for (i, level) in rule.levels.iter().enumerate() {
+            match rule.cap.get(i).and_then(Option::as_ref) {
+                Some(decl) => {
+                    if let Err(e) = decl.severity.parse::<CapSeverity>() {
+                        problems.push(format!("rule {}: level {}: {e}", rule.name, level.name));
+                    }
+                    if let Err(e) = decl.response.parse::<CapResponse>() {
+                        problems.push(format!("rule {}: level {}: {e}", rule.name, level.name));
+                    }
+                }
+                None if default_colour_level(&level.name).is_some() => {}
+                None => problems.push(format!(
+                    "rule {} level {} has no CAP severity/response (only blue, yellow, orange and red have a default): add `cap {}: severity …, response …` to the rule, or mark the rule `shadow`",
+                    rule.name, level.name, level.name
+                )),
+            }
+        }
+    }
+    let has_column = |c: &str| plan.tables.iter().any(|t| t.column(c).is_some());
+    if let Some(c) = &settings.area_column {
+        if !has_column(c) {
+            problems.push(format!(
+                "cap.area-column: no table of the rules has a column {c:?}"
+            ));
+        }
+    }
+    for (name, c) in &settings.geocodes {
+        if !has_column(c) {
+            problems.push(format!(
+                "cap.geocodes ({name}): no table of the rules has a column {c:?}"
+            ));
+        }
+    }
+    problems
+}
+
+/// The cell of `column` for every entity of every table that has that column (the first
+/// table wins when several do).
+fn column_values(tables: &[TableDef], column: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for t in tables {
+        let Some(c) = t.column(column) else { continue };
+        for key in t.rows.keys() {
+            if out.contains_key(key) {
+                continue;
+            }
+            let text = match t.cell(key, c) {
+                Some(Cell::Text(s)) => s.clone(),
+                Some(Cell::Num(x)) => x.to_string(),
+                None => continue,
+            };
+            if !text.trim().is_empty() {
+                out.insert(key.clone(), text);
+            }
+        }
+    }
+    out
+}
+
+impl CapOutput {
+    /// The sink for a run; `check` must have passed. `active` are the warnings open at the
+    /// start (after a resume): their episode start is not known to this process (see
+    /// [`CapOutput::episode_start`]).
+    pub(crate) fn new(
+        plan: &Plan,
+        settings: &CapSettings,
+        dir: &Path,
+        active: &[ActiveWarning],
+    ) -> Result<Self, CapError> {
+        let writer = CapWriter::new(settings.config.clone())?;
+        let dir = CapDirSink::new(dir)?;
+        let mut rules = HashMap::new();
+        for rule in &plan.rules {
+            let mut levels = HashMap::new();
+            for (i, level) in rule.levels.iter().enumerate() {
+                let mapped = match rule.cap.get(i).and_then(Option::as_ref) {
+                    Some(d) => match (d.severity.parse(), d.response.parse()) {
+                        (Ok(severity), Ok(response)) => Some(CapLevel { severity, response }),
+                        _ => None,
+                    },
+                    None => default_colour_level(&level.name),
+                };
+                if let Some(m) = mapped {
+                    levels.insert(level.name.clone(), m);
+                }
+            }
+            rules.insert(
+                rule.name.clone(),
+                RuleCap {
+                    levels,
+                    events: rule.events.clone(),
+                    fallback_event: rule.name.replace('_', " "),
+                    shadow: rule.shadow,
+                },
+            );
+        }
+        let areas = settings
+            .area_column
+            .as_deref()
+            .map(|c| column_values(&plan.tables, c))
+            .unwrap_or_default();
+        let mut geocodes: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        for (name, column) in &settings.geocodes {
+            for (entity, value) in column_values(&plan.tables, column) {
+                geocodes
+                    .entry(entity)
+                    .or_default()
+                    .push((name.clone(), value));
+            }
+        }
+        let episodes = active
+            .iter()
+            .map(|a| ((a.rule.clone(), a.entity.clone()), a.since))
+            .collect();
+        Ok(CapOutput {
+            writer,
+            dir,
+            rules,
+            areas,
+            geocodes,
+            custom_geocodes: !settings.geocodes.is_empty(),
+            episodes,
+            written: 0,
+            failed: 0,
+            errors: Vec::new(),
+        })
+    }
+
+    /// The episode start of a transition: the raise's time, remembered per `(rule, entity)`.
+    /// For an episode raised before this process started (a resume from a checkpoint) the
+    /// raise is unknown; the time the episode's current level was entered stands in for it
+    /// (exact when that was the raise; otherwise that episode's remaining messages get
+    /// identifiers of their own, still chained to one another by `incidents`).
+    fn episode_start(&mut self, w: &Warning) -> Millis {
+        let key = (w.rule.clone(), w.entity.clone());
+        match w.kind {
+            TransitionKind::Raise => {
+                self.episodes.insert(key, w.event_time);
+                w.event_time
+            }
+            TransitionKind::Clear => self.episodes.remove(&key).unwrap_or(w.event_time),
+            _ => *self.episodes.entry(key).or_insert(w.event_time),
+        }
+    }
+
+    /// Publish one warning transition (nothing for a `shadow` rule). Errors are counted and
+    /// the first few kept; they never stop the run.
+    pub(crate) fn publish(&mut self, w: &Warning) {
+        let Some(rule) = self.rules.get(&w.rule) else {
+            return;
+        };
+        if rule.shadow || w.shadow {
+            return;
+        }
+        let episode_start = self.episode_start(w);
+        match self.message(w, episode_start) {
+            Ok(()) => self.written += 1,
+            Err(e) => {
+                self.failed += 1;
+                if self.errors.len() < KEEP_ERRORS {
+                    self.errors
+                        .push(format!("{} {} #{}: {e}", w.rule, w.entity, w.seq));
+                }
+            }
+        }
+    }
+
+    fn message(&mut self, w: &Warning, episode_start: Millis) -> Result<(), CapError> {
+        let rule = &self.rules[&w.rule];
+        let level = w.to.as_deref().and_then(|l| rule.levels.get(l));
+        let from_level = w.from.as_deref().and_then(|l| rule.levels.get(l));
+        let parameters: Vec<(String, String)> = w
+            .values
+            .iter()
+            .chain(&w.thresholds)
+            .map(|(k, v)| (k.clone(), number(*v)))
+            .collect();
+        let details = parameters
+            .iter()
+            .map(|(k, v)| format!("{k} = {v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let event_for = |lang: &str| -> String {
+            rule.events
+                .iter()
+                .find(|(l, _)| l.as_deref().is_some_and(|l| l.eq_ignore_ascii_case(lang)))
+                .or_else(|| rule.events.iter().find(|(l, _)| l.is_none()))
+                .map_or_else(|| rule.fallback_event.clone(), |(_, e)| e.clone())
+        };
+        let texts: Vec<(String, String)> = if w.messages.is_empty() {
+            vec![("en".to_string(), w.message.clone())]
+        } else {
+            w.messages.clone()
+        };
+        let infos: Vec<CapInfoText> = texts
+            .into_iter()
+            .map(|(language, text)| CapInfoText {
+                event: event_for(&language),
+                description: if details.is_empty() {
+                    text.clone()
+                } else {
+                    format!("{text}\n{details}")
+                },
+                headline: text,
+                language,
+                instruction: None,
+            })
+            .collect();
+        let default_event = event_for("");
+        let area_desc = self.areas.get(&w.entity).map_or("", String::as_str);
+        let default_geocodes = [("forewarn:entity".to_string(), w.entity.clone())];
+        let geocodes: &[(String, String)] = if self.custom_geocodes {
+            self.geocodes.get(&w.entity).map_or(&[], Vec::as_slice)
+        } else {
+            &default_geocodes
+        };
+        let t = CapTransition {
+            rule: &w.rule,
+            event: &default_event,
+            entity: &w.entity,
+            area_desc,
+            geocodes,
+            kind: w.kind,
+            from: w.from.as_deref(),
+            to: w.to.as_deref(),
+            level,
+            from_level,
+            time: w.event_time,
+            episode_start,
+            seq: w.seq,
+            branch: w.branch,
+            expected_crossing: w.expected_crossing,
+            infos: &infos,
+            parameters: &parameters,
+        };
+        let msg = self.writer.message(&t)?;
+        self.dir.write(&msg)?;
+        Ok(())
+    }
+}
+
+/// A value as a parameter: up to six decimals, no binary noise; `n/a` when there is none.
+fn number(v: Option<f64>) -> String {
+    match v {
+        None => "n/a".to_string(),
+        Some(x) => {
+            let r = (x * 1e6).round() / 1e6;
+            if r == r.trunc() && r.abs() < 1e15 {
+                format!("{r:.1}")
+            } else {
+                format!("{r}")
+            }
+        }
+    }
+}
