@@ -336,7 +336,7 @@ fn replay_pass(
     ecfg.trace = trace.is_some();
     let mut engine = Engine::new(Arc::clone(plan), ecfg);
     sink.rule_names = plan.rules.iter().map(|r| r.name.clone()).collect();
-    let (forecasts, bad) = load_forecasts(cfg)?;
+    let (forecasts, bad) = crate::run::load_forecasts(cfg)?;
     sink.bad_forecasts += bad.len() as u64;
     for f in forecasts {
         // one that does not fit the rules is counted and skipped (`forewarn run` refuses it)
@@ -480,14 +480,6 @@ impl ReplayOutput for Collect {
     fn dead_letter(&mut self, _d: DeadLetter) {
         self.dead_letters += 1;
     }
-}
-
-/// The configuration's forecasts (none until `[[forecast]]` sources are configured).
-#[allow(clippy::type_complexity)]
-fn load_forecasts(
-    _cfg: &RunConfig,
-) -> Result<(Vec<crate::forecast::Forecast>, Vec<(String, String)>), RunError> {
-    Ok((Vec::new(), Vec::new()))
 }
 
 /// Where the report of `config` goes by default: `out/backtest` beside the config's outputs.
