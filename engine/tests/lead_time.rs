@@ -203,3 +203,45 @@ fn backtest_against_a_truth_file() {
     assert_eq!(s.lead.max, Some(30.0));
     assert_eq!(s.lead.median, Some(22.5));
 }
+
+#[test]
+fn time_to_a_level_at_the_current_rate_of_rise() {
+    // a stage rising 0.1 m every 10 minutes from 1.0 m: the rate over 30 minutes is 0.6 m/h.
+    // `time_to(stage, 30m, 3.05 m) <= 2h`: at 80 min (1.8 m) 1.25 / 0.6 = 2.08 h, no; at
+    // 90 min (1.9 m) 1.15 / 0.6 = 1.9167 h = 115 min: raised, projected, expected to cross
+    // at 90 + 115 = 205 min. At 200 min (3.0 m) the observed branch would hold only at 3.05 m.
+    let rules = "feed stage: level m\n\
+        rule river on stage:\n    \
+        warn when last(stage) >= 3.05 m or time_to(stage, 30m, 3.05 m) <= 2h\n";
+    let plan = compile(rules, "river.rules", &NoTables)
+        .unwrap_or_else(|d| panic!("{}", d.render(false)))
+        .plan;
+    let mut engine = Engine::new(plan, EngineConfig::default());
+    let feed = engine.feed("stage").unwrap();
+    let mut out: Vec<Output> = Vec::new();
+    for m in (0..=200).step_by(10) {
+        let r = Reading {
+            entity: "s1",
+            feed,
+            ts: T0 + m * MIN,
+            value: Value::Num(1.0 + m as f64 / 100.0),
+            tag: m as u64,
+        };
+        engine.push(&r, &mut out).expect("accepted");
+    }
+    let w: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Warning(w) => Some(w),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(
+        (w[0].kind, w[0].event_time),
+        (TransitionKind::Raise, T0 + 90 * MIN)
+    );
+    assert_eq!(w[0].branch, Branch::Projected);
+    let crossing = w[0].expected_crossing.expect("crossing");
+    assert!((crossing - (T0 + 205 * MIN)).abs() <= 1, "{crossing}");
+}

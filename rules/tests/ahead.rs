@@ -131,6 +131,10 @@ fn mistakes_are_refused_with_their_code() {
         ("w when project(rain, next 1h) >= 1", "E301"),
         ("w when forecast(qpf, next 1h) >= 1 m", "E304"), // depth vs level
         ("w when sum(rain, 1h) >= next 1h", "E302"),
+        ("w when time_to(rain, 1h, 3 m) <= 2h", "E305"), // not a level
+        ("w when time_to(st, 1h, 30 mm) <= 2h", "E304"),
+        ("w when time_to(st, 1h) <= 2h", "E301"),
+        ("w when time_to(st, 1h, 3 m) <= 2 mm", "E304"), // hours vs mm
         (
             "w when sum(rain, 1h) >= 1\n    cap w: severity Huge, response Prepare",
             "E309",
