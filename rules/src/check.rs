@@ -2548,15 +2548,20 @@ impl<'a> Checker<'a> {
     ) -> Checked {
         let f = func.name.as_str();
         if !WINDOW_FUNCS.contains(&f) {
-            let all = WINDOW_FUNCS.iter().chain(GROUP_FUNCS).copied();
+            let all = WINDOW_FUNCS
+                .iter()
+                .chain(GROUP_FUNCS)
+                .chain(AHEAD_FUNCS)
+                .copied();
             let s = did_you_mean(f, all);
             let mut d = Diagnostic::error("E202", format!("unknown function `{f}`"), func.span)
                 .label("no function has this name");
             d = match s {
                 Some(s) => d.help(format!("did you mean `{s}`?")),
                 None => d.note(format!(
-                    "window functions: {}; group functions: group_/peer_ + median, mean, min, max, count",
-                    WINDOW_FUNCS.join(", ")
+                    "window functions: {}; group functions: group_/peer_ + median, mean, min, max, count; looking ahead: {}",
+                    WINDOW_FUNCS.join(", "),
+                    AHEAD_FUNCS.join(", ")
                 )),
             };
             self.err(d);
