@@ -59,7 +59,8 @@ impl Forecasts {
 
 impl Engine {
     /// Hand the engine a forecast. It is applied when the stream's event time reaches its
-    /// as-of time (at once if it already has). Returns how many entities it targets; an
+    /// as-of time (at once if it already has; with [`ClockMode::Wall`](super::ClockMode), the
+    /// wall clock reaching it counts too). Returns how many entities it targets; an
     /// error (nothing is kept) when its feed is not a forecast feed of the rules, or its area
     /// is unknown.
     pub fn push_forecast(
