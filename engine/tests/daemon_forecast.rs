@@ -60,7 +60,7 @@ fn area_a_gauges() -> (String, String) {
     (first(0), first(1))
 }
 
-fn config(port: u16) -> String {
+fn config(port: u16, id: &str, extra: &str) -> String {
     format!(
         r#"
 rules = "fc.rules"
@@ -70,7 +70,7 @@ watermark-delay = "0s"
 shards = 2
 [mqtt]
 port = {port}
-client-id = "fc-fw"
+client-id = "{id}"
 [[subscription]]
 topic = "fc-in/{{entity}}/{{feed}}"
 [[forecast-subscription]]
@@ -83,6 +83,7 @@ warnings = "warnings.jsonl"
 dead-letter = "dead.jsonl"
 [output.mqtt]
 prefix = "fc"
+{extra}
 "#
     )
 }
@@ -153,7 +154,7 @@ fn area_forecast_over_mqtt_raises_its_gauges_in_every_shard_and_bad_ones_are_dea
     );
     let d = TestDaemon::start(
         &[("fc.rules", RULES), ("gauges.csv", &gauges)],
-        &config(broker.port),
+        &config(broker.port, "fc-fw", ""),
     );
     let pubc = TestClient::connect(broker.port, "fc-pub", &[], true);
     std::thread::sleep(Duration::from_millis(400)); // a first wall-clock tick
@@ -327,5 +328,65 @@ fn area_forecast_over_mqtt_raises_its_gauges_in_every_shard_and_bad_ones_are_dea
             "fc-forecasts/nowhere",
             "fc-forecasts/wrong-feed"
         ]
+    );
+}
+
+/// With `[history]` a message is journaled before it is evaluated: forecasts take that path
+/// too. One gauge of area B with 20 mm, a forecast for area B (B1 and B2; B2 has no reading):
+/// `flood` and `ahead` raised for B1, branch `forecast`, crossing τ + 2 h 15 min as above; a
+/// forecast that is not JSON is dead-lettered into the file.
+#[test]
+fn forecasts_through_the_durable_intake() {
+    let broker = Mosquitto::start();
+    let gauges = "site,area\nB1,B\nB2,B\n";
+    let watch = TestClient::connect(broker.port, "fcd-watch", &["fc/warnings/#"], true);
+    let mut d = TestDaemon::start(
+        &[("fc.rules", RULES), ("gauges.csv", gauges)],
+        &config(broker.port, "fcd-fw", "[history]\ndir = \"history\"\n"),
+    );
+    let pubc = TestClient::connect(broker.port, "fcd-pub", &[], true);
+    std::thread::sleep(Duration::from_millis(400));
+    pubc.publish(
+        "fc-in/B1/rain",
+        format!(r#"{{"ts":"{}","value":20}}"#, stamp(-5 * 60_000)),
+    );
+    pubc.publish("fc-forecasts/bad", "[1, 2");
+    let before = now_ms();
+    pubc.publish("fc-forecasts/b", forecast_for(r#""area": "B""#));
+    let msgs = watch.collect_until(Duration::from_secs(10), |got| raises(got).len() >= 2);
+    let after = now_ms();
+    let mut got = raises(&msgs);
+    got.sort();
+    let names: Vec<&str> = got.iter().map(|g| g.0.as_str()).collect();
+    assert_eq!(names, ["ahead/B1", "flood/B1"], "{msgs:#?}");
+    for (entity, time, branch, crossing) in &got {
+        assert_eq!(branch, "forecast");
+        assert!((before..=after).contains(time));
+        check_crossing(entity, *time, *crossing);
+    }
+    assert_eq!(d.metric("forewarn_forecasts_total"), 1.0);
+    assert_eq!(d.metric("forewarn_forecast_targets_total"), 2.0);
+    assert_eq!(
+        d.wait_metric(
+            "forewarn_forecasts_rejected_total{reason=\"malformed\"}",
+            1.0,
+            Duration::from_secs(5)
+        ),
+        1.0
+    );
+    d.shutdown();
+    let dead = std::fs::read_to_string(d.path("dead.jsonl")).unwrap();
+    let dead: Vec<serde_json::Value> = dead
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(
+        (&dead[0]["source"], &dead[0]["reason"], &dead[0]["raw"]),
+        (
+            &serde_json::json!("fc-forecasts/bad"),
+            &serde_json::json!("malformed"),
+            &serde_json::json!("[1, 2")
+        )
     );
 }
