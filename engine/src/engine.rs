@@ -1010,9 +1010,15 @@ impl Engine {
         self.max_ts = Some(self.max_ts.map_or(r.ts, |m| m.max(r.ts)));
     }
 
-    /// Move the wall clock (wall mode): time-driven evaluations up to `now - delay` happen.
+    /// Move the wall clock (wall mode): time-driven evaluations up to `now - delay` happen,
+    /// and forecasts received by `now` are applied.
     pub fn set_wall_clock(&mut self, now: Millis, out: &mut dyn Sink) {
         self.wall = Some(self.wall.map_or(now, |w| w.max(now)));
+        if self.cfg.clock == ClockMode::Wall && !self.forecasts.is_idle() {
+            if let Some(t) = self.wall_now() {
+                self.release_forecasts(t, out);
+            }
+        }
         self.advance(out, false);
     }
 

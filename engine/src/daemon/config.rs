@@ -1,8 +1,9 @@
 //! The TOML configuration of `forewarn serve` (see `docs/daemon.md`).
 //!
 //! `rules` and `[engine]` are read exactly as by `forewarn run` (plus `shards`,
-//! `max-payload-bytes`, `heartbeat` and `queue`); `[mqtt]`, `[[subscription]]`, `[http]` and
-//! `[output]` describe the live side. Every problem is reported together.
+//! `max-payload-bytes`, `heartbeat` and `queue`); `[mqtt]`, `[[subscription]]`,
+//! `[[forecast-subscription]]`, `[http]` and `[output]` describe the live side. Every problem
+//! is reported together.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,8 @@ struct RawServe {
     mqtt: Option<RawMqtt>,
     #[serde(default, rename = "subscription")]
     subscriptions: Vec<RawSubscription>,
+    #[serde(default, rename = "forecast-subscription")]
+    forecast_subscriptions: Vec<RawForecastSubscription>,
     http: Option<RawHttp>,
     #[serde(default, rename = "source")]
     sources: Vec<RawSource>,
@@ -83,6 +86,15 @@ struct RawSubscription {
     format: Option<String>,
     feed: Option<String>,
     time_zone: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawForecastSubscription {
+    topic: String,
+    feed: Option<String>,
+    area: Option<String>,
+    entity: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -267,6 +279,18 @@ pub struct Subscription {
     pub time_zone: Option<Zone>,
 }
 
+/// One `[[forecast-subscription]]`: forecasts in forewarn's JSON Lines forecast format, one
+/// per message (`docs/forecasts.md`).
+#[derive(Debug, Clone)]
+pub struct ForecastSubscription {
+    /// The MQTT topic filter (`+` and `#` only; no placeholders).
+    pub topic: TopicTemplate,
+    /// Feed of forecasts whose payload names none; must be a forecast feed of the rules.
+    pub feed: Option<String>,
+    /// Target (area or entity) of forecasts whose payload names none.
+    pub target: Option<crate::forecast::ForecastTarget>,
+}
+
 /// A webhook receiving every warning record (JSON POST).
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
@@ -317,6 +341,9 @@ pub struct ServeConfig {
     pub mqtt: Option<MqttConfig>,
     /// What to subscribe to.
     pub subscriptions: Vec<Subscription>,
+    /// Forecasts to subscribe to (read before `subscriptions`: a topic matching both is a
+    /// forecast).
+    pub forecast_subscriptions: Vec<ForecastSubscription>,
     /// File and stdin sources (`[[source]]` as in `forewarn run`), replayed into the shards.
     pub sources: Vec<SourceConfig>,
     /// HTTP listen address (`/healthz`, `/metrics`, `/warnings`); port 0 picks a free one.
@@ -500,11 +527,52 @@ impl ServeConfig {
                 time_zone,
             });
         }
+        let mut forecast_subscriptions = Vec::new();
+        for s in &raw.forecast_subscriptions {
+            let what = format!("forecast-subscription {:?}", s.topic);
+            let topic = match TopicTemplate::parse(&s.topic) {
+                Ok(t)
+                    if t.parts
+                        .iter()
+                        .any(|p| matches!(p, TopicPart::Entity | TopicPart::Feed)) =>
+                {
+                    problems.push(format!(
+                        "{what}: the topic is an MQTT filter (+, #); the feed and the target come \
+                         from the payload, or from `feed` and `area`/`entity`"
+                    ));
+                    continue;
+                }
+                Ok(t) => t,
+                Err(e) => {
+                    problems.push(format!("{what}: {e}"));
+                    continue;
+                }
+            };
+            let target = match (&s.area, &s.entity) {
+                (Some(_), Some(_)) => {
+                    problems.push(format!("{what}: give `area` or `entity`, not both"));
+                    None
+                }
+                (Some(a), None) => Some(crate::forecast::ForecastTarget::Area(a.clone())),
+                (None, Some(e)) => Some(crate::forecast::ForecastTarget::Entity(e.clone())),
+                (None, None) => None,
+            };
+            forecast_subscriptions.push(ForecastSubscription {
+                topic,
+                feed: s.feed.clone(),
+                target,
+            });
+        }
+        let any_subscription = !subscriptions.is_empty() || !forecast_subscriptions.is_empty();
         if !subscriptions.is_empty() && mqtt.is_none() {
             problems.push("[[subscription]] needs an [mqtt] broker".into());
         }
-        if mqtt.is_some() && subscriptions.is_empty() {
-            problems.push("[mqtt] without any [[subscription]]".into());
+        if !forecast_subscriptions.is_empty() && mqtt.is_none() {
+            problems.push("[[forecast-subscription]] needs an [mqtt] broker".into());
+        }
+        if mqtt.is_some() && !any_subscription {
+            problems
+                .push("[mqtt] without any [[subscription]] or [[forecast-subscription]]".into());
         }
         let sources = resolve_sources(&raw.sources, &rel, &mut problems);
         if mqtt.is_none() && raw.sources.is_empty() {
@@ -557,7 +625,7 @@ impl ServeConfig {
             .collect();
         let history = raw.history.as_ref().map(|h| h.resolve(&rel, &mut problems));
         if history.is_some() {
-            if mqtt.is_none() || raw.subscriptions.is_empty() {
+            if mqtt.is_none() || !any_subscription {
                 problems.push(
                     "[history] journals the MQTT intake: it needs [mqtt] and a [[subscription]]"
                         .into(),
@@ -587,6 +655,7 @@ impl ServeConfig {
             queue,
             mqtt,
             subscriptions,
+            forecast_subscriptions,
             sources,
             http,
             output: ServeOutput {
@@ -664,6 +733,58 @@ url = "http://127.0.0.1:1/hook"
             panic!()
         };
         assert_eq!(problems.len(), 4, "{problems:?}");
+    }
+
+    #[test]
+    fn forecast_subscriptions_parse_and_their_problems_are_listed() {
+        let text = r#"
+rules = "r"
+[mqtt]
+[[forecast-subscription]]
+topic = "forecasts/#"
+feed = "qpf"
+area = "North"
+[[forecast-subscription]]
+topic = "qpf/+/grid"
+"#;
+        let c = ServeConfig::parse(text, Path::new("f.toml")).unwrap();
+        assert!(c.subscriptions.is_empty(), "forecasts alone are enough");
+        let f = &c.forecast_subscriptions;
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[0].topic.filter(), "forecasts/#");
+        assert_eq!(f[0].feed.as_deref(), Some("qpf"));
+        assert_eq!(
+            f[0].target,
+            Some(crate::forecast::ForecastTarget::Area("North".into()))
+        );
+        assert_eq!(f[1].topic.matches("qpf/x/grid"), Some((None, None)));
+        assert_eq!((f[1].feed.as_ref(), f[1].target.as_ref()), (None, None));
+        let bad = r#"
+rules = "r"
+[[forecast-subscription]]
+topic = "forecasts/{entity}"
+[[forecast-subscription]]
+topic = "f"
+area = "A"
+entity = "G1"
+[[forecast-subscription]]
+topic = "f/#/x"
+"#;
+        let ConfigError::Invalid { problems, .. } =
+            ServeConfig::parse(bad, Path::new("f.toml")).unwrap_err()
+        else {
+            panic!()
+        };
+        let all = problems.join("\n");
+        // the placeholder, both targets, `#` not last, no [mqtt] broker, nothing to read
+        assert_eq!(problems.len(), 5, "{all}");
+        assert!(all.contains("is an MQTT filter"), "{all}");
+        assert!(all.contains("not both"), "{all}");
+        assert!(all.contains("must be last"), "{all}");
+        assert!(
+            all.contains("[[forecast-subscription]] needs an [mqtt] broker"),
+            "{all}"
+        );
     }
 
     #[test]

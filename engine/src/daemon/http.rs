@@ -233,6 +233,30 @@ pub(crate) fn render_metrics(s: &Shared) -> String {
             r.as_str()
         );
     }
+    counter(
+        &mut o,
+        "forewarn_forecasts_total",
+        "Forecasts received over MQTT, decoded, checked against the rules and handed to the shards.",
+        ld(&s.forecasts),
+    );
+    counter(
+        &mut o,
+        "forewarn_forecast_targets_total",
+        "Entities the shards applied forecasts to (an area forecast: each of its entities once).",
+        ld(&s.forecast_targets),
+    );
+    let _ = writeln!(
+        o,
+        "# HELP forewarn_forecasts_rejected_total Forecast messages rejected (dead-lettered), by reason.\n# TYPE forewarn_forecasts_rejected_total counter"
+    );
+    for r in RejectReason::ALL {
+        let n = ld(&s.forecasts_rejected[r.index()]);
+        let _ = writeln!(
+            o,
+            "forewarn_forecasts_rejected_total{{reason=\"{}\"}} {n}",
+            r.as_str()
+        );
+    }
     let _ = writeln!(
         o,
         "# HELP forewarn_warnings_total Warning levels entered, by rule and level.\n# TYPE forewarn_warnings_total counter"

@@ -19,12 +19,13 @@ use rumqttc::{
 };
 use serde_json::Value as Json;
 
-use super::config::{MqttConfig, PayloadFormat, ServeConfig, Subscription};
+use super::config::{ForecastSubscription, MqttConfig, PayloadFormat, ServeConfig, Subscription};
 use super::durable::{Barrier, InputLog, IntakeState, OwnedInput};
 use super::shard::ShardMsg;
 use super::shard::{Origin, Router};
 use super::sink::{SinkMsg, SinkTx, MAX_DEAD_RAW};
 use super::{now_ms, sleep_unless, Shared};
+use crate::forecast::{parse_forecast_json, AreaMap, ForecastTarget, JsonlDefaults};
 use crate::record::RejectReason;
 use crate::source::{decode_json_payload, DeadLetter, Decoded, DecodedValue, JsonContext};
 
@@ -261,6 +262,9 @@ pub(crate) fn start(
         log_errors: super::RateLog::new("input log", Duration::from_secs(30)),
         client,
         subs: cfg.subscriptions.clone(),
+        forecast_subs: cfg.forecast_subscriptions.clone(),
+        areas: None,
+        forecast_errors: super::RateLog::new("forecast intake", Duration::from_secs(10)),
         max_payload: cfg.max_payload_bytes,
         router,
         sink,
@@ -302,6 +306,13 @@ struct Intake {
     log_errors: super::RateLog,
     client: Client,
     subs: Vec<Subscription>,
+    /// `[[forecast-subscription]]`s (matched before `subs`).
+    forecast_subs: Vec<ForecastSubscription>,
+    /// Areas of the rules in force (area forecasts are routed to the shards of their
+    /// entities), built again when the rules change.
+    areas: Option<(Arc<Plan>, AreaMap)>,
+    /// Rejected forecasts are logged (rate-limited) with their topic.
+    forecast_errors: super::RateLog,
     max_payload: usize,
     router: Router,
     sink: SinkTx,
@@ -370,10 +381,9 @@ impl Intake {
                     // A resumed session keeps its subscriptions; subscribing again would make
                     // the broker resend retained messages.
                     if !subscribed || !ack.session_present {
-                        for s in &self.subs {
-                            let _ = self
-                                .client
-                                .try_subscribe(s.topic.filter(), QoS::AtLeastOnce);
+                        let filters = self.forecast_subs.iter().map(|s| s.topic.filter());
+                        for f in filters.chain(self.subs.iter().map(|s| s.topic.filter())) {
+                            let _ = self.client.try_subscribe(f, QoS::AtLeastOnce);
                         }
                         subscribed = true;
                     }
@@ -731,6 +741,15 @@ impl Intake {
         self.shared
             .bytes
             .fetch_add(payload.len() as u64, Ordering::Relaxed);
+        if let Some(i) = self
+            .forecast_subs
+            .iter()
+            .position(|s| s.topic.matches(topic).is_some())
+        {
+            return self
+                .handle_forecast(i, topic, payload, received_at, seq)
+                .map(|()| 0);
+        }
         let letter = |reason: RejectReason, detail: String, raw: &[u8]| DeadLetter {
             source: topic.to_string(),
             line: seq,
@@ -844,6 +863,162 @@ impl Intake {
             )
             .map_err(|_| ())?;
         Ok(n)
+    }
+}
+
+impl Intake {
+    /// One forecast message (a `[[forecast-subscription]]` topic): decoded with the JSON
+    /// Lines forecast parser (`received` = `received_at` when the payload has none), its feed
+    /// and target checked against the rules in force, and routed to the shards owning its
+    /// entities. A bad one is counted, logged with its topic and dead-lettered.
+    fn handle_forecast(
+        &mut self,
+        sub: usize,
+        topic: &str,
+        payload: &[u8],
+        received_at: Millis,
+        seq: u64,
+    ) -> Result<(), ()> {
+        let sub = &self.forecast_subs[sub];
+        let defaults = JsonlDefaults {
+            feed: sub.feed.clone(),
+            target: sub.target.clone(),
+            received: Some(received_at),
+        };
+        let origin = |raw: &[u8]| Origin {
+            topic: topic.to_string(),
+            seq,
+            payload: raw.to_vec(),
+        };
+        if payload.len() > self.max_payload {
+            let keep = &payload[..payload.len().min(MAX_DEAD_RAW)];
+            let detail = format!(
+                "forecast payload of {} bytes is over max-payload-bytes = {} (first {} bytes kept)",
+                payload.len(),
+                self.max_payload,
+                keep.len()
+            );
+            return self.reject_forecast(
+                &origin(keep),
+                RejectReason::TooLarge,
+                detail,
+                (None, None),
+            );
+        }
+        let Ok(text) = std::str::from_utf8(payload) else {
+            let detail = "forecast payload is not UTF-8 text".to_string();
+            return self.reject_forecast(
+                &origin(payload),
+                RejectReason::Malformed,
+                detail,
+                (None, None),
+            );
+        };
+        let forecast = match parse_forecast_json(text, &defaults) {
+            Ok(f) => f,
+            Err(e) => {
+                let reason = super::shard::forecast_reason(&e);
+                let detail = format!("forecast: {e}");
+                return self.reject_forecast(&origin(payload), reason, detail, (None, None));
+            }
+        };
+        let plan = self.shared.plan();
+        // dead letters name the forecast's entity (an area is in the detail) and feed
+        let entity = match &forecast.target {
+            ForecastTarget::Entity(e) => Some(e.clone()),
+            ForecastTarget::Area(_) => None,
+        };
+        let named = |why: String| (why, (entity.clone(), Some(forecast.feed.clone())));
+        if !plan
+            .feed_by_name(&forecast.feed)
+            .is_some_and(|f| plan.feeds[f].forecast)
+        {
+            let known: Vec<&str> = plan
+                .feeds
+                .iter()
+                .filter(|f| f.forecast)
+                .map(|f| f.name.as_str())
+                .collect();
+            let (detail, feed) = named(format!(
+                "forecast: feed {:?} is not a forecast feed of the rules (forecast feeds: {})",
+                forecast.feed,
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ));
+            let o = origin(payload);
+            return self.reject_forecast(&o, RejectReason::UnknownFeed, detail, feed);
+        }
+        let entities: Vec<String> = match &forecast.target {
+            ForecastTarget::Entity(e) => match crate::engine::check_entity_id(e) {
+                Ok(()) => vec![e.clone()],
+                Err(why) => {
+                    let (detail, feed) = named(format!("forecast for {}: {why}", forecast.target));
+                    let o = origin(payload);
+                    return self.reject_forecast(&o, RejectReason::Malformed, detail, feed);
+                }
+            },
+            ForecastTarget::Area(_) => {
+                if !self
+                    .areas
+                    .as_ref()
+                    .is_some_and(|(p, _)| Arc::ptr_eq(p, &plan))
+                {
+                    self.areas = Some((Arc::clone(&plan), AreaMap::from_plan(&plan)));
+                }
+                let areas = self.areas.as_ref().map(|(_, a)| a);
+                match areas.map(|a| a.targets(&forecast.target)) {
+                    Some(Ok(v)) => v.to_vec(),
+                    Some(Err(e)) => {
+                        let (detail, feed) =
+                            named(format!("forecast: {e} (no table's group column holds it)"));
+                        let o = origin(payload);
+                        return self.reject_forecast(&o, RejectReason::UnknownEntity, detail, feed);
+                    }
+                    None => Vec::new(),
+                }
+            }
+        };
+        self.shared.forecasts.fetch_add(1, Ordering::Relaxed);
+        self.router
+            .route_forecast(forecast, &entities, Arc::new(origin(payload)))
+            .map(|_| ())
+            .map_err(|_| ())
+    }
+
+    /// Count, log (rate-limited, with the topic) and dead-letter a refused forecast message.
+    fn reject_forecast(
+        &mut self,
+        origin: &Origin,
+        reason: RejectReason,
+        detail: String,
+        (entity, feed): (Option<String>, Option<String>),
+    ) -> Result<(), ()> {
+        if self.replaying.is_some() && self.router.rebuilt(origin.seq) {
+            return Ok(()); // the history holds it already
+        }
+        self.shared.forecasts_rejected[reason.index()].fetch_add(1, Ordering::Relaxed);
+        self.forecast_errors.log(format_args!(
+            "forecast on {:?} (message {}) rejected ({}): {detail}",
+            origin.topic,
+            origin.seq,
+            reason.as_str()
+        ));
+        self.sink
+            .send(SinkMsg::Dead(DeadLetter {
+                source: origin.topic.clone(),
+                line: origin.seq,
+                reason,
+                detail,
+                entity,
+                feed,
+                ts: None,
+                value: None,
+                raw: origin.payload.clone(),
+            }))
+            .map_err(|_| ())
     }
 }
 

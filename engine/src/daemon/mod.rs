@@ -70,6 +70,13 @@ pub(crate) struct Shared {
     pub(crate) bytes: AtomicU64,
     /// Rejections before the engine (decoding, size, topic), by [`RejectReason::index`].
     pub(crate) intake_rejected: Vec<AtomicU64>,
+    /// Forecasts decoded, checked against the rules and handed to the shards.
+    pub(crate) forecasts: AtomicU64,
+    /// Entities the shards applied forecasts to (an area forecast counts each entity once,
+    /// in the shard owning it).
+    pub(crate) forecast_targets: AtomicU64,
+    /// Forecasts rejected (dead-lettered), by [`RejectReason::index`].
+    pub(crate) forecasts_rejected: Vec<AtomicU64>,
     pub(crate) intake_connected: AtomicBool,
     pub(crate) intake_connects: AtomicU64,
     pub(crate) intake_errors: AtomicU64,
@@ -154,6 +161,12 @@ impl Shared {
             messages: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             intake_rejected: RejectReason::ALL
+                .iter()
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            forecasts: AtomicU64::new(0),
+            forecast_targets: AtomicU64::new(0),
+            forecasts_rejected: RejectReason::ALL
                 .iter()
                 .map(|_| AtomicU64::new(0))
                 .collect(),
@@ -560,9 +573,36 @@ impl Drop for Daemon {
     }
 }
 
-/// Every subscription `feed` must be declared in the rules (all problems together).
+/// Every subscription `feed` must be declared in the rules, and every forecast subscription
+/// `feed` be a forecast feed (all problems together).
 fn check_feeds(cfg: &ServeConfig, plan: &Plan) -> anyhow::Result<()> {
     let names: Vec<&str> = plan.feeds.iter().map(|f| f.name.as_str()).collect();
+    let forecast_names: Vec<&str> = plan
+        .feeds
+        .iter()
+        .filter(|f| f.forecast)
+        .map(|f| f.name.as_str())
+        .collect();
+    let forecast_problems = cfg.forecast_subscriptions.iter().filter_map(|s| {
+        let f = s.feed.as_deref()?;
+        if plan
+            .feed_by_name(f)
+            .is_some_and(|id| plan.feeds[id].forecast)
+        {
+            return None;
+        }
+        let hint = match forewarn_rules::diag::did_you_mean(f, forecast_names.iter().copied()) {
+            Some(m) => format!(" (did you mean {m:?}?)"),
+            None if forecast_names.is_empty() => {
+                " (the rules declare none: `feed qpf: forecast depth mm`)".to_string()
+            }
+            None => format!(" (forecast feeds: {})", forecast_names.join(", ")),
+        };
+        Some(format!(
+            "forecast-subscription {:?}: feed {f:?} is not a forecast feed of the rules{hint}",
+            s.topic.text
+        ))
+    });
     let problems: Vec<String> = cfg
         .subscriptions
         .iter()
@@ -580,6 +620,7 @@ fn check_feeds(cfg: &ServeConfig, plan: &Plan) -> anyhow::Result<()> {
                 s.topic.text
             ))
         })
+        .chain(forecast_problems)
         .collect();
     if problems.is_empty() {
         Ok(())

@@ -2,6 +2,7 @@
 //! routes readings to them over bounded channels by a shard key that keeps everything an
 //! evaluation reads in one shard.
 
+use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,6 +16,8 @@ use super::sink::{SinkMsg, SinkTx};
 use super::{lock, ShardSnapshot, Shared};
 use crate::durable::Outcome;
 use crate::engine::{ClockMode, Engine};
+use crate::forecast::Forecast;
+use crate::record::RejectReason;
 use crate::record::{Output, Rejection};
 use crate::source::{DeadLetter, Decoded};
 
@@ -43,6 +46,13 @@ pub(crate) enum ShardMsg {
         first_seq: u64,
         /// Wall-clock time of receipt, UTC ms.
         received_at: Millis,
+    },
+    /// A forecast, to apply to the entities of its target this shard owns (`owned`, chosen
+    /// by the intake with [`Router::shard_of`]).
+    Forecast {
+        forecast: Box<Forecast>,
+        owned: Arc<HashSet<String>>,
+        origin: Arc<Origin>,
     },
     /// The stream's newest event time moved on (the message had nothing for this shard).
     StreamTime(Millis),
@@ -189,6 +199,41 @@ impl Router {
             }
         }
         Ok(())
+    }
+
+    /// The shards owning some of `entities` (a forecast's targets), each with the entities it
+    /// owns, in shard order.
+    pub(crate) fn owners(&self, entities: &[String]) -> Vec<(usize, HashSet<String>)> {
+        let mut by_shard: Vec<HashSet<String>> = vec![HashSet::new(); self.senders.len()];
+        for e in entities {
+            by_shard[self.shard_of(e)].insert(e.clone());
+        }
+        by_shard
+            .into_iter()
+            .enumerate()
+            .filter(|(_, owned)| !owned.is_empty())
+            .collect()
+    }
+
+    /// Route a forecast whose targets are `entities` (the entity, or the area's entities) to
+    /// every shard owning some of them; each applies it to its own. Returns the number of
+    /// shards it went to.
+    pub(crate) fn route_forecast(
+        &self,
+        forecast: Forecast,
+        entities: &[String],
+        origin: Arc<Origin>,
+    ) -> Result<usize, SendError<ShardMsg>> {
+        let owners = self.owners(entities);
+        let n = owners.len();
+        for (shard, owned) in owners {
+            self.senders[shard].send(ShardMsg::Forecast {
+                forecast: Box::new(forecast.clone()),
+                owned: Arc::new(owned),
+                origin: Arc::clone(&origin),
+            })?;
+        }
+        Ok(n)
     }
 
     /// Send the same message to every shard (ticks, barriers).
@@ -357,6 +402,37 @@ impl Shard {
                         break;
                     }
                 }
+                ShardMsg::Forecast {
+                    forecast,
+                    owned,
+                    origin,
+                } => {
+                    let target = forecast.target.clone();
+                    let feed = forecast.feed.clone();
+                    let applied = self.engine.push_forecast_for(
+                        *forecast,
+                        &|entity| owned.contains(entity),
+                        &mut self.out,
+                    );
+                    if let Ok(n) = applied {
+                        self.shared
+                            .forecast_targets
+                            .fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    if let Err(e) = applied {
+                        // checked by the intake; the rules may have changed since (a reload)
+                        let letter = forecast_letter(&origin, &e, &target, &feed);
+                        self.shared.forecasts_rejected[letter.reason.index()]
+                            .fetch_add(1, Ordering::Relaxed);
+                        eprintln!(
+                            "forewarn serve: shard {}: forecast on {:?} rejected: {e}",
+                            self.index, origin.topic
+                        );
+                        if self.sink.send(SinkMsg::Dead(letter)).is_err() {
+                            break;
+                        }
+                    }
+                }
                 ShardMsg::StreamTime(t) => self.engine.observe_stream_time(t, &mut self.out),
                 ShardMsg::Tick(now) => {
                     if wall {
@@ -432,6 +508,54 @@ fn warm_from(
     Vec::new()
 }
 
+/// The dead-letter reason of a forecast the engine (or the intake) refuses.
+pub(crate) fn forecast_reason(e: &crate::forecast::ForecastError) -> RejectReason {
+    use crate::forecast::{ForecastError as E, Problem as P};
+    match e {
+        E::FeedMismatch { .. } => RejectReason::UnknownFeed,
+        E::UnknownArea(_) | E::UnknownEntity(_) => RejectReason::UnknownEntity,
+        E::Invalid {
+            problem: P::Missing,
+            ..
+        } => RejectReason::MissingField,
+        E::Invalid {
+            problem: P::Time(_),
+            ..
+        } => RejectReason::BadTimestamp,
+        E::Invalid {
+            problem: P::NotFinite { .. },
+            ..
+        } => RejectReason::NotFinite,
+        _ => RejectReason::Malformed,
+    }
+}
+
+/// A forecast message refused, as a dead letter: the topic as `source`, the message number
+/// as `line`, the target entity (an area is named in `detail`) and feed, the reason and the
+/// raw payload.
+pub(crate) fn forecast_letter(
+    origin: &Origin,
+    e: &crate::forecast::ForecastError,
+    target: &crate::forecast::ForecastTarget,
+    feed: &str,
+) -> DeadLetter {
+    let entity = match target {
+        crate::forecast::ForecastTarget::Entity(e) => Some(e.clone()),
+        crate::forecast::ForecastTarget::Area(_) => None,
+    };
+    DeadLetter {
+        source: origin.topic.clone(),
+        line: origin.seq,
+        reason: forecast_reason(e),
+        detail: format!("forecast for {target}: {e}"),
+        entity,
+        feed: Some(feed.to_string()),
+        ts: None,
+        value: None,
+        raw: origin.payload.clone(),
+    }
+}
+
 /// A reading the engine rejected, as a dead letter with its message's topic and payload.
 fn rejection_letter(r: Rejection, origin: Option<&Arc<Origin>>) -> DeadLetter {
     let here = origin.filter(|o| o.seq == r.tag);
@@ -474,5 +598,60 @@ mod tests {
         );
         // an entity in no table goes by its own id
         assert!(router.shard_of("not-a-gauge") < 3);
+    }
+
+    #[test]
+    fn an_area_forecast_goes_to_each_owner_of_its_entities() {
+        let src = "feed rain: depth mm\nrule wet on rain:\n  warn when sum(rain, 1h) >= 10 mm\n";
+        struct NoTables;
+        impl forewarn_rules::TableLoader for NoTables {
+            fn load(&self, p: &str) -> Result<forewarn_rules::TableData, String> {
+                Err(p.to_string())
+            }
+        }
+        let plan = Arc::new(forewarn_rules::compile(src, "t", &NoTables).unwrap().plan);
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..3).map(|_| crossbeam_channel::unbounded()).unzip();
+        let router = Router::new(&plan, txs);
+        let entities: Vec<String> = (0..12).map(|i| format!("G{i}")).collect();
+        let forecast = Forecast {
+            feed: "qpf".into(),
+            target: crate::forecast::ForecastTarget::Area("A".into()),
+            issued: 0,
+            received: None,
+            intervals: Vec::new(),
+        };
+        let origin = Arc::new(Origin {
+            topic: "f".into(),
+            seq: 1,
+            payload: Vec::new(),
+        });
+        let sent = router
+            .route_forecast(forecast.clone(), &entities, origin)
+            .unwrap();
+        // every entity exactly once, in the shard that owns it; only owners get a message
+        let mut seen = Vec::new();
+        let mut owners = 0;
+        for (s, rx) in rxs.iter().enumerate() {
+            for msg in rx.try_iter() {
+                let ShardMsg::Forecast {
+                    forecast: f, owned, ..
+                } = msg
+                else {
+                    panic!("a forecast")
+                };
+                assert_eq!(*f, forecast);
+                owners += 1;
+                for e in owned.iter() {
+                    assert_eq!(router.shard_of(e), s, "{e}");
+                    seen.push(e.clone());
+                }
+            }
+        }
+        assert_eq!(sent, owners);
+        assert!(owners >= 2, "12 entities hashed over 3 shards use several");
+        seen.sort();
+        let mut want = entities.clone();
+        want.sort();
+        assert_eq!(seen, want);
     }
 }

@@ -694,6 +694,8 @@ impl Engine {
             }
         }
         self.plan = Arc::clone(&new);
+        // areas come from the tables' group columns: built again from the new tables
+        self.forecasts.forget_areas();
         self.groups = groups;
         self.timings = timings;
         self.since_zones = since_zones;

@@ -29,7 +29,8 @@ use crate::time::TimeError;
 
 pub use config::{ForecastFormat, ForecastSourceConfig};
 pub use parse::{
-    parse_iso_duration, parse_jsonl, parse_nws_gridpoint, parse_valid_time, JsonlDefaults, Unit,
+    parse_forecast_json, parse_iso_duration, parse_jsonl, parse_nws_gridpoint, parse_valid_time,
+    JsonlDefaults, Unit,
 };
 pub use store::{AsOf, ForecastStore, ForecastValue, StoreConfig};
 
@@ -297,6 +298,28 @@ impl AreaMap {
         let mut map = AreaMap::new();
         for (e, a) in pairs {
             map.add(e.into(), a.into());
+        }
+        map
+    }
+
+    /// The areas of a plan: every entity (row key) of every table, in the area its `group`
+    /// columns hold (text as is, numbers as written by Rust: `3` for `3.0`). This is how the
+    /// engine (and the daemon, routing area forecasts to shards) resolves an area target.
+    pub fn from_plan(plan: &forewarn_rules::ir::Plan) -> Self {
+        let mut map = AreaMap::new();
+        for t in &plan.tables {
+            for g in &t.groups {
+                let Some(c) = t.column(g) else { continue };
+                for (key, &row) in &t.rows {
+                    if let Some(Some(cell)) = t.cells[c].get(row) {
+                        let area = match cell {
+                            forewarn_rules::ir::Cell::Text(s) => s.clone(),
+                            forewarn_rules::ir::Cell::Num(x) => x.to_string(),
+                        };
+                        map.add(key.clone(), area);
+                    }
+                }
+            }
         }
         map
     }

@@ -227,6 +227,16 @@ pub fn parse_jsonl(text: &str, defaults: &JsonlDefaults) -> Vec<Result<Forecast,
         .collect()
 }
 
+/// Parse one forecast in the JSON Lines format, given as a whole document (an MQTT payload):
+/// one JSON object, which may span several lines (raw line breaks can only be whitespace
+/// between JSON tokens). Errors carry the JSON path but no line number.
+pub fn parse_forecast_json(
+    text: &str,
+    defaults: &JsonlDefaults,
+) -> Result<Forecast, ForecastError> {
+    parse_object(text, Ctx { line: None }, defaults)
+}
+
 struct Ctx {
     line: Option<usize>,
 }
@@ -370,7 +380,10 @@ fn parse_line(
     number: usize,
     defaults: &JsonlDefaults,
 ) -> Result<Forecast, ForecastError> {
-    let ctx = Ctx { line: Some(number) };
+    parse_object(line, Ctx { line: Some(number) }, defaults)
+}
+
+fn parse_object(line: &str, ctx: Ctx, defaults: &JsonlDefaults) -> Result<Forecast, ForecastError> {
     let root: Value =
         serde_json::from_str(line).map_err(|e| ctx.err("$", Problem::Json(e.to_string())))?;
     let obj = as_object(&ctx, &root, "$")?;

@@ -255,6 +255,30 @@ fn jsonl_units_forms_and_targets() {
     );
 }
 
+#[test]
+fn one_forecast_as_a_document() {
+    // an MQTT payload: one object over several lines; `received` from the defaults
+    let defaults = JsonlDefaults {
+        feed: Some("qpf".into()),
+        target: None,
+        received: Some(T0 + 5 * MINUTE),
+    };
+    let f = parse_forecast_json(
+        "{\"entity\": \"g1\",\n \"issued\": \"2017-08-26T17:00:00Z\",\n \"unit\": \"cm\",\n \"intervals\": [{\"valid\": \"2017-08-26T17:00:00Z/PT2H\", \"value\": 3}]}\n",
+        &defaults,
+    )
+    .unwrap();
+    assert_eq!(f.feed, "qpf");
+    assert_eq!(f.target, ForecastTarget::Entity("g1".into()));
+    assert_eq!((f.issued, f.received), (T0, Some(T0 + 5 * MINUTE)));
+    assert_eq!(f.intervals, vec![iv(0, 2, 30.0)]); // 3 cm = 30 mm
+                                                   // errors have the JSON path and no line number
+    let r = parse_forecast_json("{\"entity\": \"g1\", \"intervals\": []}", &defaults);
+    assert_eq!(invalid(&r), (None, "$.issued".into(), Problem::Missing));
+    let r = parse_forecast_json("{\"entity\": ", &defaults);
+    assert!(matches!(invalid(&r), (None, p, Problem::Json(_)) if p == "$"));
+}
+
 fn invalid(r: &Result<Forecast, ForecastError>) -> (Option<usize>, String, Problem) {
     match r {
         Err(ForecastError::Invalid { at, problem }) => (
