@@ -13,7 +13,7 @@
 //! ```
 //!
 //! Times are RFC 3339 with an offset or epoch seconds/milliseconds
-//! ([`parse_timestamp`](crate::time::parse_timestamp)); local times need a zone. An empty or
+//! ([`crate::time::parse_timestamp`]); local times need a zone. An empty or
 //! missing `end` means the event is still ongoing. An empty, missing or `*` rule applies to
 //! every rule that has the level. Extra CSV columns and JSON fields are ignored.
 

@@ -15,7 +15,7 @@
 //! Files are written atomically (temporary name, `fsync`, rename, `fsync` of the directory)
 //! and sealing is idempotent. [`read_history_batches`] and [`replay_history`] read the
 //! readings back, batch by batch, to replay history into an engine (backfilling new rules).
-//! With feature `sql`, [`query`] runs DataFusion SQL over the four tables. The layout and
+//! With feature `sql`, `query` runs DataFusion SQL over the four tables. The layout and
 //! schemas are documented in `docs/history.md`.
 
 use std::path::PathBuf;
