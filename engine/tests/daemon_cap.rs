@@ -17,7 +17,8 @@
 //! records still go to the JSON Lines file). Every file is valid CAP 1.2 (xmllint).
 //!
 //! A rule with custom levels and no `cap` declaration stops the daemon at start-up, naming
-//! the rule and each level.
+//! the rule and each level; a reload to such rules is refused, a good reload keeps open
+//! episodes going; a CAP file that cannot be written is counted and the daemon goes on.
 #![cfg(feature = "daemon")]
 
 mod daemon_support;
@@ -326,4 +327,200 @@ rule probe on rain levels low < high:
         "a shadow rule publishes nothing: {err}"
     );
     assert!(!dir.path().join("cap").exists(), "nothing written");
+}
+
+fn post(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(70))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let code = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|x| x.1.to_string());
+    (code, body.unwrap_or_default())
+}
+
+/// A reload to rules with an unmapped level is refused (the rules in force stay); a good
+/// reload adds a rule with custom, declared levels, and the episode open across it goes on:
+/// `storm` for S3 raised yellow at 06:00 (25 mm) and escalated red at 06:10 (45 mm) after
+/// the reload (Update referencing the Alert). The new `flood` rule is evaluated when it
+/// takes effect, at stream time 06:00 with last(rain) = 25 ≥ 20 mm: raise `watch`
+/// (Moderate/Monitor, as declared), then at 06:10, 45 ≥ 40 mm: escalate `act`
+/// (Severe/Evacuate).
+#[test]
+fn reloads_are_checked_and_episodes_go_on() {
+    let broker = Mosquitto::start();
+    let watch = TestClient::connect(broker.port, "capr-watch", &["capt/status"], true);
+    let d = TestDaemon::start(
+        &[("cap.rules", RULES)],
+        &config(broker.port, "[output.cap]\ndir = \"cap\"\n"),
+    );
+    let online = watch.wait_for(Duration::from_secs(10), |m| m.topic == "capt/status");
+    assert_eq!(online.map(|m| m.text()).as_deref(), Some("online"));
+    let pubc = TestClient::connect(broker.port, "capr-pub", &[], true);
+    pubc.publish(
+        "capt-in/S3/rain",
+        r#"{"ts":"2024-07-01T06:00:00Z","value":25}"#,
+    );
+    assert_eq!(
+        d.wait_metric("forewarn_cap_messages_total", 1.0, Duration::from_secs(10)),
+        1.0
+    );
+
+    let flood = "
+rule flood on rain levels watch < act:
+    act   when last(rain) >= 40 mm
+    watch when last(rain) >= 20 mm
+    cap act: severity Severe, response Evacuate
+";
+    std::fs::write(d.path("cap.rules"), format!("{RULES}{flood}")).unwrap();
+    let (code, body) = post(d.http(), "/reload");
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body.contains("rule flood level watch has no CAP severity/response"),
+        "{body}"
+    );
+    assert_eq!(d.metric("forewarn_reload_failures_total"), 1.0);
+
+    let flood = flood.replace(
+        "    cap act:",
+        "    cap watch: severity Moderate, response Monitor\n    cap act:",
+    );
+    std::fs::write(d.path("cap.rules"), format!("{RULES}{flood}")).unwrap();
+    let (code, body) = post(d.http(), "/reload");
+    assert_eq!(code, 200, "{body}");
+    pubc.publish(
+        "capt-in/S3/rain",
+        r#"{"ts":"2024-07-01T06:10:00Z","value":45}"#,
+    );
+    assert_eq!(
+        d.wait_metric("forewarn_cap_messages_total", 4.0, Duration::from_secs(10)),
+        4.0
+    );
+    assert_eq!(d.metric("forewarn_cap_failures_total"), 0.0);
+    let storm = format!("{PREFIX}-storm-S3-20240701T060000Z");
+    let flood_id = format!("{PREFIX}-flood-S3-20240701T060000Z");
+    let files: BTreeSet<String> = std::fs::read_dir(d.path("cap"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let expected: BTreeSet<String> = [
+        format!("{storm}-1.xml"),
+        format!("{storm}-2.xml"),
+        format!("{flood_id}-1.xml"),
+        format!("{flood_id}-2.xml"),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(files, expected);
+    let read = |name: &str| {
+        let path = d.path(&format!("cap/{name}.xml"));
+        xmllint_valid(&path);
+        std::fs::read_to_string(path).unwrap()
+    };
+    let x = read(&format!("{storm}-2"));
+    assert_eq!(one(&x, "msgType"), "Update");
+    assert_eq!(
+        one(&x, "references"),
+        format!("{SENDER},{storm}-1,2024-07-01T06:00:00-00:00")
+    );
+    assert_eq!(one(&x, "severity"), "Extreme");
+    let x = read(&format!("{flood_id}-1"));
+    assert_eq!(one(&x, "msgType"), "Alert");
+    assert_eq!(one(&x, "sent"), "2024-07-01T06:00:00-00:00");
+    assert_eq!(one(&x, "severity"), "Moderate");
+    assert_eq!(one(&x, "responseType"), "Monitor");
+    assert_eq!(one(&x, "event"), "flood");
+    let x = read(&format!("{flood_id}-2"));
+    assert_eq!(one(&x, "msgType"), "Update");
+    assert_eq!(
+        one(&x, "references"),
+        format!("{SENDER},{flood_id}-1,2024-07-01T06:00:00-00:00")
+    );
+    assert_eq!(one(&x, "severity"), "Severe");
+    assert_eq!(one(&x, "responseType"), "Evacuate");
+}
+
+/// A CAP message that cannot be written (a different file already holds its identifier)
+/// does not stop the daemon: it is counted in `forewarn_cap_failures_total`, the warning
+/// still reaches the JSON Lines file and the MQTT warning topic, the message made is still
+/// published on the CAP topic, and the next transition is written as usual.
+#[test]
+fn a_failing_cap_write_is_counted_and_the_daemon_goes_on() {
+    let broker = Mosquitto::start();
+    let watch = TestClient::connect(
+        broker.port,
+        "cape-watch",
+        &["capt/status", "capt/warnings/#", "capt/cap/#"],
+        true,
+    );
+    let d = TestDaemon::start(
+        &[("cap.rules", RULES)],
+        &config(broker.port, "[output.cap]\ndir = \"cap\"\nmqtt = true\n"),
+    );
+    let online = watch.wait_for(Duration::from_secs(10), |m| m.topic == "capt/status");
+    assert_eq!(online.map(|m| m.text()).as_deref(), Some("online"));
+    // the Alert's identifier is taken by a file with other content
+    let episode = format!("{PREFIX}-storm-S4-20240701T070000Z");
+    let taken = d.path(&format!("cap/{episode}-1.xml"));
+    std::fs::write(&taken, "not this message").unwrap();
+    let pubc = TestClient::connect(broker.port, "cape-pub", &[], true);
+    pubc.publish(
+        "capt-in/S4/rain",
+        r#"{"ts":"2024-07-01T07:00:00Z","value":25}"#,
+    );
+    pubc.publish(
+        "capt-in/S4/rain",
+        r#"{"ts":"2024-07-01T07:10:00Z","value":45}"#,
+    );
+    let got = watch.collect_until(Duration::from_secs(10), |got| {
+        got.iter()
+            .filter(|m| m.topic == "capt/cap/storm/S4")
+            .count()
+            == 2
+            && got
+                .iter()
+                .filter(|m| m.topic == "capt/warnings/storm/S4")
+                .count()
+                == 2
+    });
+    let kinds: Vec<String> = got
+        .iter()
+        .filter(|m| m.topic == "capt/warnings/storm/S4")
+        .map(|m| m.json()["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(kinds, ["raise", "escalate"]);
+    let cap: Vec<String> = got
+        .iter()
+        .filter(|m| m.topic == "capt/cap/storm/S4")
+        .map(|m| one(&m.text(), "msgType"))
+        .collect();
+    assert_eq!(cap, ["Alert", "Update"]);
+    assert_eq!(
+        d.wait_metric("forewarn_cap_messages_total", 1.0, Duration::from_secs(10)),
+        1.0
+    );
+    assert_eq!(d.metric("forewarn_cap_failures_total"), 1.0);
+    assert_eq!(std::fs::read_to_string(&taken).unwrap(), "not this message");
+    let update = d.path(&format!("cap/{episode}-2.xml"));
+    xmllint_valid(&update);
+    std::thread::sleep(Duration::from_millis(300)); // the JSON Lines flush (200 ms)
+    let records = std::fs::read_to_string(d.path("warnings.jsonl")).unwrap();
+    assert_eq!(
+        records
+            .lines()
+            .filter(|l| l.contains("\"rule\":\"storm\""))
+            .count(),
+        2,
+        "{records}"
+    );
 }
