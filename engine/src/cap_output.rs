@@ -1,5 +1,7 @@
-//! CAP output of `forewarn run`: every warning transition of a rule that is not `shadow`
-//! becomes one CAP 1.2 message in the `[output] cap` directory (`docs/cap.md`).
+//! CAP output of `forewarn run` and `forewarn serve`: every warning transition of a rule that
+//! is not `shadow` becomes one CAP 1.2 message, written to the `[output] cap` directory of a
+//! run, or by the daemon's sink thread to `[output.cap] dir` and/or MQTT (`docs/cap.md`,
+//! `docs/daemon.md`).
 //!
 //! What a message needs beyond the warning record is prepared once at start-up from the plan
 //! and the `[cap]` settings: each level's severity and response (the rule's `cap` declaration,
