@@ -1,5 +1,7 @@
-//! CAP output of `forewarn run`: every warning transition of a rule that is not `shadow`
-//! becomes one CAP 1.2 message in the `[output] cap` directory (`docs/cap.md`).
+//! CAP output of `forewarn run` and `forewarn serve`: every warning transition of a rule that
+//! is not `shadow` becomes one CAP 1.2 message, written to the `[output] cap` directory of a
+//! run, or by the daemon's sink thread to `[output.cap] dir` and/or MQTT (`docs/cap.md`,
+//! `docs/daemon.md`).
 //!
 //! What a message needs beyond the warning record is prepared once at start-up from the plan
 //! and the `[cap]` settings: each level's severity and response (the rule's `cap` declaration,
@@ -14,8 +16,8 @@ use std::path::Path;
 use forewarn_rules::ir::{Cell, Millis, Plan, TableDef};
 
 use crate::cap::{
-    default_colour_level, CapDirSink, CapError, CapInfoText, CapLevel, CapResponse, CapSeverity,
-    CapTransition, CapWriter,
+    default_colour_level, CapDirSink, CapError, CapInfoText, CapLevel, CapMessage, CapResponse,
+    CapSeverity, CapTransition, CapWriter,
 };
 use crate::config::CapSettings;
 use crate::engine::ActiveWarning;
@@ -33,12 +35,28 @@ struct RuleCap {
     shadow: bool,
 }
 
-/// The CAP sink of a run: a writer, a directory, and what it needs to know of the rules.
+/// What became of one warning transition.
+#[derive(Debug)]
+pub(crate) enum CapOutcome {
+    /// Nothing to publish: a `shadow` rule, or a rule the output does not know.
+    Skipped,
+    /// The message was made (and written to the directory, when there is one).
+    Written(CapMessage),
+    /// The message could not be made (`None`) or not be written to the directory; the
+    /// error is counted in `failed`.
+    Failed(Option<CapMessage>, String),
+}
+
+/// The CAP sink of a run or of the daemon: a writer, a directory (the daemon may publish
+/// over MQTT only), and what it needs to know of the rules.
 #[derive(Debug)]
 pub(crate) struct CapOutput {
     writer: CapWriter,
-    dir: CapDirSink,
+    dir: Option<CapDirSink>,
     rules: HashMap<String, RuleCap>,
+    /// The rule set the rules, areas and geocodes were taken from.
+    ruleset: String,
+    settings: CapSettings,
     /// Area description of each entity, from `area-column`.
     areas: HashMap<String, String>,
     /// Geocodes of each entity, from `geocodes` (entities with none use the default).
@@ -125,20 +143,56 @@ fn column_values(tables: &[TableDef], column: &str) -> HashMap<String, String> {
 }
 
 impl CapOutput {
-    /// The sink for a run; `check` must have passed. `active` are the warnings open at the
-    /// start (after a resume): their episode start is not known to this process (see
-    /// [`CapOutput::episode_start`]).
+    /// The sink for a run (or the daemon); `check` must have passed. `dir`: where the files
+    /// go (none: messages are only made, for the daemon's MQTT output). `active` are the
+    /// warnings open at the start (after a resume): their episode start is not known to
+    /// this process (see [`CapOutput::episode_start`]).
     pub(crate) fn new(
         plan: &Plan,
         settings: &CapSettings,
-        dir: &Path,
+        dir: Option<&Path>,
         active: &[ActiveWarning],
     ) -> Result<Self, CapError> {
         let writer = CapWriter::new(settings.config.clone())?;
-        let dir = CapDirSink::new(dir)?;
-        let mut rules = HashMap::new();
+        let dir = dir.map(CapDirSink::new).transpose()?;
+        let episodes = active
+            .iter()
+            .map(|a| ((a.rule.clone(), a.entity.clone()), a.since))
+            .collect();
+        let mut out = CapOutput {
+            writer,
+            dir,
+            rules: HashMap::new(),
+            ruleset: String::new(),
+            settings: settings.clone(),
+            areas: HashMap::new(),
+            geocodes: HashMap::new(),
+            custom_geocodes: !settings.geocodes.is_empty(),
+            episodes,
+            written: 0,
+            failed: 0,
+            errors: Vec::new(),
+        };
+        out.set_plan(plan);
+        Ok(out)
+    }
+
+    /// The rule set whose rules the output knows.
+    pub(crate) fn ruleset(&self) -> &str {
+        &self.ruleset
+    }
+
+    /// Take the rules, areas and geocodes of `plan` (at start-up, and after a reload of the
+    /// daemon's rules; `check` must have passed for it). Rules the new plan no longer has,
+    /// and levels it no longer has, are kept: transitions made under the old rules may still
+    /// be on their way. Open episodes are kept.
+    pub(crate) fn set_plan(&mut self, plan: &Plan) {
         for rule in &plan.rules {
-            let mut levels = HashMap::new();
+            let mut levels = self
+                .rules
+                .remove(&rule.name)
+                .map(|r| r.levels)
+                .unwrap_or_default();
             for (i, level) in rule.levels.iter().enumerate() {
                 let mapped = match rule.cap.get(i).and_then(Option::as_ref) {
                     Some(d) => match (d.severity.parse(), d.response.parse()) {
@@ -151,7 +205,7 @@ impl CapOutput {
                     levels.insert(level.name.clone(), m);
                 }
             }
-            rules.insert(
+            self.rules.insert(
                 rule.name.clone(),
                 RuleCap {
                     levels,
@@ -161,13 +215,14 @@ impl CapOutput {
                 },
             );
         }
-        let areas = settings
+        self.areas = self
+            .settings
             .area_column
             .as_deref()
             .map(|c| column_values(&plan.tables, c))
             .unwrap_or_default();
         let mut geocodes: HashMap<String, Vec<(String, String)>> = HashMap::new();
-        for (name, column) in &settings.geocodes {
+        for (name, column) in &self.settings.geocodes {
             for (entity, value) in column_values(&plan.tables, column) {
                 geocodes
                     .entry(entity)
@@ -175,22 +230,8 @@ impl CapOutput {
                     .push((name.clone(), value));
             }
         }
-        let episodes = active
-            .iter()
-            .map(|a| ((a.rule.clone(), a.entity.clone()), a.since))
-            .collect();
-        Ok(CapOutput {
-            writer,
-            dir,
-            rules,
-            areas,
-            geocodes,
-            custom_geocodes: !settings.geocodes.is_empty(),
-            episodes,
-            written: 0,
-            failed: 0,
-            errors: Vec::new(),
-        })
+        self.geocodes = geocodes;
+        self.ruleset = plan.ruleset_hash.clone();
     }
 
     /// The episode start of a transition: the raise's time, remembered per `(rule, entity)`.
@@ -210,29 +251,41 @@ impl CapOutput {
         }
     }
 
-    /// Publish one warning transition (nothing for a `shadow` rule). Errors are counted and
-    /// the first few kept; they never stop the run.
-    pub(crate) fn publish(&mut self, w: &Warning) {
+    /// Publish one warning transition (nothing for a `shadow` rule): make its message and
+    /// write it to the directory. Errors are counted and the first few kept; they never stop
+    /// the run.
+    pub(crate) fn publish(&mut self, w: &Warning) -> CapOutcome {
         let Some(rule) = self.rules.get(&w.rule) else {
-            return;
+            return CapOutcome::Skipped;
         };
         if rule.shadow || w.shadow {
-            return;
+            return CapOutcome::Skipped;
         }
         let episode_start = self.episode_start(w);
-        match self.message(w, episode_start) {
-            Ok(()) => self.written += 1,
-            Err(e) => {
+        let outcome = match self.message(w, episode_start) {
+            Err(e) => Err((None, e)),
+            Ok(msg) => match self.dir.as_ref().map(|d| d.write(&msg)) {
+                Some(Err(e)) => Err((Some(msg), e)),
+                _ => Ok(msg),
+            },
+        };
+        match outcome {
+            Ok(msg) => {
+                self.written += 1;
+                CapOutcome::Written(msg)
+            }
+            Err((msg, e)) => {
                 self.failed += 1;
+                let text = format!("{} {} #{}: {e}", w.rule, w.entity, w.seq);
                 if self.errors.len() < KEEP_ERRORS {
-                    self.errors
-                        .push(format!("{} {} #{}: {e}", w.rule, w.entity, w.seq));
+                    self.errors.push(text.clone());
                 }
+                CapOutcome::Failed(msg, text)
             }
         }
     }
 
-    fn message(&mut self, w: &Warning, episode_start: Millis) -> Result<(), CapError> {
+    fn message(&mut self, w: &Warning, episode_start: Millis) -> Result<CapMessage, CapError> {
         let rule = &self.rules[&w.rule];
         let level = w.to.as_deref().and_then(|l| rule.levels.get(l));
         let from_level = w.from.as_deref().and_then(|l| rule.levels.get(l));
@@ -300,9 +353,7 @@ impl CapOutput {
             infos: &infos,
             parameters: &parameters,
         };
-        let msg = self.writer.message(&t)?;
-        self.dir.write(&msg)?;
-        Ok(())
+        self.writer.message(&t)
     }
 }
 

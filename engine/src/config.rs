@@ -63,7 +63,7 @@ struct RawConfig {
 /// The `[cap]` table as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawCap {
+pub(crate) struct RawCap {
     sender: Option<String>,
     identifier_prefix: Option<String>,
     status: Option<String>,
@@ -86,7 +86,7 @@ struct RawGeocode {
 
 impl RawCap {
     /// Validate against the CAP writer's rules; problems are appended to `problems`.
-    fn resolve(&self, zone: Zone, problems: &mut Vec<String>) -> Option<CapSettings> {
+    pub(crate) fn resolve(&self, zone: Zone, problems: &mut Vec<String>) -> Option<CapSettings> {
         let Some(sender) = self.sender.clone() else {
             problems.push(
                 "cap.sender: required when output.cap is set (e.g. sender = \"forewarn.example.org\")"

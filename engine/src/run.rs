@@ -299,7 +299,7 @@ impl Sink for Outputs {
         let r = self.warnings.line(&line);
         self.keep(r);
         if let Some(cap) = self.cap.as_mut() {
-            cap.publish(&w);
+            let _ = cap.publish(&w);
         }
         if let Some(c) = self.console.as_mut() {
             let level = match w.kind {
@@ -1118,9 +1118,14 @@ fn open_cap(cfg: &RunConfig, engine: &Engine) -> Result<Option<CapOutput>, RunEr
     let (Some(dir), Some(settings)) = (&cfg.output.cap, &cfg.cap) else {
         return Ok(None);
     };
-    CapOutput::new(engine.plan(), settings, dir, &engine.active_warnings())
-        .map(Some)
-        .map_err(|e| RunError::Cap(vec![e.to_string()]))
+    CapOutput::new(
+        engine.plan(),
+        settings,
+        Some(dir),
+        &engine.active_warnings(),
+    )
+    .map(Some)
+    .map_err(|e| RunError::Cap(vec![e.to_string()]))
 }
 
 /// Hand the loaded forecasts to the engine (they wait in its queue until the stream reaches

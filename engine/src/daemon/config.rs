@@ -36,6 +36,7 @@ struct RawServe {
     #[serde(default)]
     output: RawServeOutput,
     history: Option<crate::config::RawHistory>,
+    cap: Option<crate::config::RawCap>,
 }
 
 /// `[engine]`: the fields of `forewarn run`'s `[engine]` plus the daemon's own.
@@ -110,8 +111,17 @@ struct RawServeOutput {
     status: Option<String>,
     dead_letter: Option<String>,
     mqtt: Option<RawOutputMqtt>,
+    cap: Option<RawOutputCap>,
     #[serde(default)]
     webhook: Vec<RawWebhook>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawOutputCap {
+    dir: Option<String>,
+    #[serde(default)]
+    mqtt: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -318,6 +328,18 @@ pub struct ServeOutput {
     pub mqtt_prefix: Option<String>,
     /// Webhooks.
     pub webhooks: Vec<WebhookConfig>,
+    /// CAP 1.2 messages (`[output.cap]`, with the `[cap]` settings in [`ServeConfig::cap`]).
+    pub cap: Option<ServeCapOutput>,
+}
+
+/// Where the daemon's CAP messages go (`[output.cap]`): files, MQTT, or both.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServeCapOutput {
+    /// A directory: one file `{identifier}.xml` per message, written atomically.
+    pub dir: Option<PathBuf>,
+    /// Also publish each message's XML on `{prefix}/cap/{rule}/{entity}` (QoS 1, not
+    /// retained; needs `[output.mqtt]`).
+    pub mqtt: bool,
 }
 
 /// A validated `forewarn serve` configuration.
@@ -353,6 +375,8 @@ pub struct ServeConfig {
     /// History and durable state (`[history]`): the MQTT intake is journaled before it is
     /// acknowledged, shards are checkpointed, and a restart resumes exactly (docs/durability.md).
     pub history: Option<crate::config::HistoryConfig>,
+    /// CAP settings (`[cap]`, as `forewarn run`); present whenever `output.cap` is.
+    pub cap: Option<crate::config::CapSettings>,
 }
 
 fn dur(problems: &mut Vec<String>, key: &str, v: &Option<String>, default: Duration) -> Duration {
@@ -623,6 +647,34 @@ impl ServeConfig {
                 queue: w.queue.unwrap_or(1000).max(1),
             })
             .collect();
+        let cap_output = o.cap.as_ref().map(|c| {
+            if c.dir.is_none() && !c.mqtt {
+                problems.push(
+                    "output.cap: give a `dir` for the files, or `mqtt = true`, or both".into(),
+                );
+            }
+            if c.mqtt && mqtt_prefix.is_none() {
+                problems.push(
+                    "output.cap.mqtt = true publishes under the [output.mqtt] prefix: configure [output.mqtt]"
+                        .into(),
+                );
+            }
+            ServeCapOutput {
+                dir: c.dir.as_deref().map(rel),
+                mqtt: c.mqtt,
+            }
+        });
+        let cap = match (&cap_output, &raw.cap) {
+            (None, _) => None,
+            (Some(_), None) => {
+                problems.push(
+                    "[output.cap] is set but there is no [cap] section (at least `sender` is required)"
+                        .into(),
+                );
+                None
+            }
+            (Some(_), Some(c)) => c.resolve(display_zone, &mut problems),
+        };
         let history = raw.history.as_ref().map(|h| h.resolve(&rel, &mut problems));
         if history.is_some() {
             if mqtt.is_none() || !any_subscription {
@@ -646,6 +698,7 @@ impl ServeConfig {
         }
         Ok(ServeConfig {
             history,
+            cap,
             rules: rel(&raw.rules),
             engine,
             display_zone,
@@ -664,6 +717,7 @@ impl ServeConfig {
                 dead_letter: o.dead_letter.as_deref().map(rel),
                 mqtt_prefix,
                 webhooks,
+                cap: cap_output,
             },
         })
     }
@@ -827,6 +881,49 @@ url = "http://127.0.0.1:8080/ok"
         assert!(all.contains("reconnect-min"), "{all}");
         assert!(all.contains("localhost:8080/hook"), "{all}");
         assert!(all.contains("ftp://"), "{all}");
+    }
+
+    #[test]
+    fn cap_output_reuses_the_cap_section_and_checks_where_it_goes() {
+        let base = "rules = \"r\"\n[mqtt]\n[[subscription]]\ntopic = \"a/{entity}/{feed}\"\n";
+        let text = format!(
+            "{base}[output.mqtt]\nprefix = \"fw\"\n[output.cap]\ndir = \"cap\"\nmqtt = true\n[cap]\nsender = \"fw.example.org\"\nstatus = \"Exercise\"\n"
+        );
+        let c = ServeConfig::parse(&text, Path::new("/etc/fw/serve.toml")).unwrap();
+        assert_eq!(
+            c.output.cap,
+            Some(ServeCapOutput {
+                dir: Some(PathBuf::from("/etc/fw/cap")),
+                mqtt: true
+            })
+        );
+        let cap = c.cap.unwrap();
+        assert_eq!(cap.config.identifier_prefix, "fw.example.org");
+        assert_eq!(cap.config.status, crate::cap::CapStatus::Exercise);
+        // [cap] alone turns nothing on
+        let c = ServeConfig::parse(
+            &format!("{base}[cap]\nsender = \"s\"\n"),
+            Path::new("f.toml"),
+        )
+        .unwrap();
+        assert!(c.cap.is_none() && c.output.cap.is_none());
+        let problems = |text: String| match ServeConfig::parse(&text, Path::new("f.toml")) {
+            Err(ConfigError::Invalid { problems, .. }) => problems,
+            other => panic!("{other:?}"),
+        };
+        // no [cap]; mqtt without [output.mqtt]
+        let p = problems(format!("{base}[output.cap]\nmqtt = true\n"));
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].contains("[output.mqtt]"), "{p:?}");
+        assert!(p[1].contains("no [cap] section"), "{p:?}");
+        // neither dir nor mqtt; [cap] validated as for `forewarn run`
+        let p = problems(format!(
+            "{base}[output.cap]\n[cap]\nsender = \"a b\"\nexpires-after = \"soon\"\n"
+        ));
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(p[0].starts_with("output.cap: give a `dir`"), "{p:?}");
+        assert!(p[1].starts_with("cap.expires-after"), "{p:?}");
+        assert!(p[2].starts_with("cap: CAP sender"), "{p:?}");
     }
 
     #[test]

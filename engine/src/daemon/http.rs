@@ -422,6 +422,18 @@ pub(crate) fn render_metrics(s: &Shared) -> String {
         "Warning records dropped because a webhook queue was full.",
         ld(&s.webhook_dropped),
     );
+    counter(
+        &mut o,
+        "forewarn_cap_messages_total",
+        "CAP messages made and delivered ([output.cap]).",
+        ld(&s.cap_messages),
+    );
+    counter(
+        &mut o,
+        "forewarn_cap_failures_total",
+        "CAP messages that could not be made or written (the warning still went to the other outputs).",
+        ld(&s.cap_failures),
+    );
     let h = lock(&s.latency).clone();
     let _ = writeln!(
         o,

@@ -556,6 +556,15 @@ impl Intake {
     fn reload_from_disk(&mut self) -> Result<Option<String>, String> {
         let (loaded, snapshot) = crate::loader::load_rules_snapshot(&self.rules_path)
             .map_err(super::render_load_error)?;
+        if let Some(settings) = &self.shared.cap {
+            let problems = crate::cap_output::check(&loaded.plan, settings);
+            if !problems.is_empty() {
+                return Err(format!(
+                    "CAP output ([output.cap]):\n  {}",
+                    problems.join("\n  ")
+                ));
+            }
+        }
         let plan = Arc::new(loaded.plan);
         self.reload_to(plan, Some(snapshot))
     }

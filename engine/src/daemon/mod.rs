@@ -96,6 +96,13 @@ pub(crate) struct Shared {
     pub(crate) webhook_failed: AtomicU64,
     pub(crate) webhook_dropped: AtomicU64,
     pub(crate) webhook_retries: AtomicU64,
+    /// CAP messages made and delivered (`[output.cap]`), and those that could not be made
+    /// or written.
+    pub(crate) cap_messages: AtomicU64,
+    pub(crate) cap_failures: AtomicU64,
+    /// The `[cap]` settings when `[output.cap]` is on: a reload to rules with a published
+    /// level that has no CAP mapping is refused.
+    pub(crate) cap: Option<crate::config::CapSettings>,
     /// Queue depth probes: name and a function returning the current length.
     pub(crate) queues: Mutex<Vec<(String, QueueProbe)>>,
     /// Readings further ahead of the system clock than this do not move the stream time the
@@ -190,6 +197,9 @@ impl Shared {
             webhook_failed: AtomicU64::new(0),
             webhook_dropped: AtomicU64::new(0),
             webhook_retries: AtomicU64::new(0),
+            cap_messages: AtomicU64::new(0),
+            cap_failures: AtomicU64::new(0),
+            cap: cfg.output.cap.as_ref().and(cfg.cap.clone()),
             queues: Mutex::new(Vec::new()),
             future_skew: cfg
                 .engine
@@ -356,6 +366,7 @@ impl Daemon {
         };
         let shards_n = cfg.shards.max(1);
         check_feeds(&cfg, &disk_plan)?;
+        check_cap(&cfg, &disk_plan)?;
 
         // `[history]`: the state to start from (checkpoint, or fresh), the history journal,
         // the output files' lengths and the input log to replay. The engines are restored
@@ -378,6 +389,9 @@ impl Daemon {
         let plan = recovered
             .as_ref()
             .map_or_else(|| Arc::clone(&disk_plan), |(_, _, r)| Arc::clone(&r.plan));
+        if plan.ruleset_hash != disk_plan.ruleset_hash {
+            check_cap(&cfg, &plan)?;
+        }
         let shared = Arc::new(Shared::new(Arc::clone(&plan), &cfg, shards_n));
         let stop = Arc::new(AtomicBool::new(false));
 
@@ -415,7 +429,9 @@ impl Daemon {
             None => (Vec::new(), None, None, None),
         };
         let durable_mode = sink_history.is_some();
-        let sink = sink::Sink::open(&cfg, Arc::clone(&shared), sink_history, cut)?;
+        // the warnings open in the restored engines: their episodes go on in the CAP output
+        let active: Vec<_> = engines.iter().flat_map(Engine::active_warnings).collect();
+        let sink = sink::Sink::open(&cfg, Arc::clone(&shared), sink_history, cut, &plan, &active)?;
         let drain_sink = Arc::new(AtomicBool::new(false));
         let drain = Arc::clone(&drain_sink);
         let sink_handle = std::thread::Builder::new()
@@ -626,6 +642,23 @@ fn check_feeds(cfg: &ServeConfig, plan: &Plan) -> anyhow::Result<()> {
         Ok(())
     } else {
         anyhow::bail!("configuration: {}", problems.join("; "))
+    }
+}
+
+/// With `[output.cap]`: every level of every published (not `shadow`) rule needs a CAP
+/// severity and response, as in `forewarn run`; the daemon does not start without them.
+fn check_cap(cfg: &ServeConfig, plan: &Plan) -> anyhow::Result<()> {
+    let (Some(_), Some(settings)) = (&cfg.output.cap, &cfg.cap) else {
+        return Ok(());
+    };
+    let problems = crate::cap_output::check(plan, settings);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "CAP output ([output.cap]) cannot start:\n  {}",
+            problems.join("\n  ")
+        )
     }
 }
 

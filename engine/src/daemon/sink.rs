@@ -11,6 +11,13 @@
 //! | `P/dead-letter` | no | reason, detail, topic, raw payload (`raw` text or `raw_base64`) |
 //! | `P/status` | yes | `online` / `offline` (Last Will) |
 //! | `P/heartbeat` | yes | time, uptime, readings, watermark (every `heartbeat`) |
+//! | `P/cap/{rule}/{entity}` | no | the CAP 1.2 XML of every message (`[output.cap] mqtt = true`) |
+//!
+//! With `[output.cap]` one [`CapOutput`] turns every warning of a published rule into a CAP
+//! message (files in `dir`, and/or MQTT). It sees each `(rule, entity)`'s warnings in order —
+//! a shard sends them in order and one sink receives them all — so episodes chain as in
+//! `forewarn run`. A message that cannot be made or written is counted
+//! (`forewarn_cap_failures_total`) and logged; the warning still goes to every other output.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +36,7 @@ use super::durable::{Barrier, SinkHistory};
 use super::intake::OutputConnection;
 use super::shard::Origin;
 use super::{lock, Shared};
+use crate::cap_output::{CapOutcome, CapOutput};
 use crate::durable::outfile::{Open, OutFile};
 use crate::durable::{Batch, Entry, Outcome, ReadingRow, RejectedRow};
 use crate::record::{StatusEvent, TransitionKind, Warning};
@@ -154,6 +162,10 @@ pub(crate) struct Sink {
     bad_topic_log: super::RateLog,
     webhooks: Vec<Webhook>,
     webhook_stop: Arc<AtomicBool>,
+    /// CAP output (`[output.cap]`), and whether its messages also go over MQTT.
+    cap: Option<CapOutput>,
+    cap_mqtt: bool,
+    cap_log: super::RateLog,
 }
 
 fn create(path: &Path, how: Open) -> anyhow::Result<OutFile> {
@@ -162,12 +174,15 @@ fn create(path: &Path, how: Open) -> anyhow::Result<OutFile> {
 
 impl Sink {
     /// Open the outputs; `cut` holds the lengths a checkpoint recorded (files are cut back
-    /// to them), else files are appended to.
+    /// to them), else files are appended to. `plan` and `active` (the warnings open in
+    /// restored engines) are for the CAP output.
     pub(crate) fn open(
         cfg: &ServeConfig,
         shared: Arc<Shared>,
         history: Option<SinkHistory>,
         cut: Option<Vec<u64>>,
+        plan: &forewarn_rules::ir::Plan,
+        active: &[crate::engine::ActiveWarning],
     ) -> anyhow::Result<Sink> {
         let how = |i: usize| match &cut {
             Some(v) => Open::CutTo(v.get(i).copied().unwrap_or(0)),
@@ -182,6 +197,14 @@ impl Sink {
             }
             _ => None,
         };
+        let cap = match (&o.cap, &cfg.cap) {
+            (Some(out), Some(settings)) => Some(
+                CapOutput::new(plan, settings, out.dir.as_deref(), active)
+                    .context("CAP output ([output.cap])")?,
+            ),
+            _ => None,
+        };
+        let cap_mqtt = o.cap.as_ref().is_some_and(|c| c.mqtt);
         let webhook_stop = Arc::new(AtomicBool::new(false));
         let mut webhooks = Vec::new();
         for (i, w) in o.webhooks.iter().enumerate() {
@@ -225,7 +248,50 @@ impl Sink {
             bad_topic_log: super::RateLog::new("mqtt output", Duration::from_secs(30)),
             webhooks,
             webhook_stop,
+            cap,
+            cap_mqtt,
+            cap_log: super::RateLog::new("cap output", Duration::from_secs(30)),
         })
+    }
+
+    /// The CAP message of a warning (`[output.cap]`): written to the directory, and
+    /// published on `P/cap/{rule}/{entity}` with `mqtt = true`. Failures are counted and
+    /// logged, never fatal.
+    fn publish_cap(&mut self, w: &Warning) {
+        let Some(cap) = self.cap.as_mut() else {
+            return;
+        };
+        // after a reload: the new rules' levels, areas and geocodes
+        let plan = self.shared.plan();
+        if plan.ruleset_hash != cap.ruleset() {
+            cap.set_plan(&plan);
+        }
+        let msg = match cap.publish(w) {
+            CapOutcome::Skipped => return,
+            CapOutcome::Written(msg) => {
+                self.shared.cap_messages.fetch_add(1, Ordering::Relaxed);
+                msg
+            }
+            CapOutcome::Failed(msg, e) => {
+                self.shared.cap_failures.fetch_add(1, Ordering::Relaxed);
+                self.cap_log.log(format_args!("{e}"));
+                match msg {
+                    // made but not written to the directory: still published over MQTT
+                    Some(msg) => msg,
+                    None => return,
+                }
+            }
+        };
+        if self.cap_mqtt {
+            if let Some(p) = self.prefix().map(str::to_string) {
+                let topic = format!(
+                    "{p}/cap/{}/{}",
+                    topic_level(&w.rule),
+                    topic_level(&w.entity)
+                );
+                self.publish(topic, false, msg.xml.into_bytes());
+            }
+        }
     }
 
     /// Handle a message from source `from`, aligning checkpoint barriers: once a source
@@ -412,6 +478,7 @@ impl Sink {
                     };
                     self.publish_retained(format!("{p}/level/{rule}/{entity}"), level);
                 }
+                self.publish_cap(&w);
                 if !self.webhooks.is_empty() {
                     let body = Arc::new(line);
                     for h in &self.webhooks {
