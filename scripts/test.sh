@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 # CI runs on this machine do not rebuild everything (a fresh machine builds from scratch).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/forewarn/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# incremental compilation data is many GB and a one-off CI build gains nothing from it
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 # The daemon tests (feature `daemon`) run against a real mosquitto: install it when missing.
 # Nothing is skipped without it: the tests fail loudly.
