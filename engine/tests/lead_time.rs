@@ -129,7 +129,7 @@ fn backtest_scores_lead_time_and_false_alarms() {
             truth: None,
             out: out.clone(),
             plots: 3,
-            entities: Vec::new(),
+            entities: vec!["nope".into()],
             progress: false,
             command: "test".into(),
         },
@@ -145,6 +145,12 @@ fn backtest_scores_lead_time_and_false_alarms() {
     assert_eq!((s.pod, s.far, s.csi), (Some(1.0), Some(0.5), Some(0.5)));
     assert_eq!(s.lead.median, Some(30.0));
     assert_eq!(o.readings, 30);
+    // an entity asked for but absent from the input is said so, not silently replaced
+    assert!(
+        o.report.notes.iter().any(|n| n.contains("--entity nope")),
+        "{:?}",
+        o.report.notes
+    );
     // the report files exist; the HTML plots the gauge
     let html = std::fs::read_to_string(out.join("backtest.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("g1"));
@@ -244,4 +250,72 @@ fn time_to_a_level_at_the_current_rate_of_rise() {
     assert_eq!(w[0].branch, Branch::Projected);
     let crossing = w[0].expected_crossing.expect("crossing");
     assert!((crossing - (T0 + 205 * MIN)).abs() <= 1, "{crossing}");
+}
+
+#[test]
+fn a_forecast_branch_steps_down_on_the_observations_when_forecasts_run_out() {
+    // 40 mm forecast over (0, 2h] (20 mm per hour); rain: 5 mm at 10 and 20 min, then 0.
+    // `sum(rain, 1h) + forecast(qpf, next 1h) >= 30 mm`:
+    // * 10 min: 5 + 20 = 25; 20 min: 10 + 20 = 30: raised, branch `forecast`, and the shortest
+    //   horizon reaching 30 is the whole hour: expected crossing at 80 min;
+    // * 60 min: 10 + forecast (60, 120] = 20 → 30: held;
+    // * 70 min: 5 (the 20-min reading) + forecast over (70, 130], which no forecast covers: 0
+    //   (nothing forecast) → 5: cleared. A missing forecast does not hold the level for ever.
+    use forewarn_engine::forecast::{Forecast, ForecastInterval, ForecastTarget};
+    let rules = "feed rain: depth mm, interval 10m\nfeed qpf: forecast depth mm\n\
+        rule lead on rain, qpf:\n    \
+        warn when sum(rain, 1h) + forecast(qpf, next 1h) >= 30 mm\n";
+    let plan = compile(rules, "lead.rules", &NoTables)
+        .expect("compiles")
+        .plan;
+    let mut engine = Engine::new(plan, EngineConfig::default());
+    let mut out: Vec<Output> = Vec::new();
+    engine
+        .push_forecast(
+            Forecast {
+                feed: "qpf".into(),
+                target: ForecastTarget::Entity("g1".into()),
+                issued: T0,
+                received: None,
+                intervals: vec![ForecastInterval {
+                    start: T0,
+                    end: T0 + 120 * MIN,
+                    value: 40.0,
+                }],
+            },
+            &mut out,
+        )
+        .expect("forecast accepted");
+    let feed = engine.feed("rain").unwrap();
+    for m in (10..=150).step_by(10) {
+        let v = if m <= 20 { 5.0 } else { 0.0 };
+        let r = Reading {
+            entity: "g1",
+            feed,
+            ts: T0 + m * MIN,
+            value: Value::Num(v),
+            tag: m as u64,
+        };
+        engine.push(&r, &mut out).expect("accepted");
+    }
+    let w: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Warning(w) => Some(w),
+            _ => None,
+        })
+        .collect();
+    let got: Vec<(TransitionKind, i64, Branch)> = w
+        .iter()
+        .map(|w| (w.kind, (w.event_time - T0) / MIN, w.branch))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (TransitionKind::Raise, 20, Branch::Forecast),
+            (TransitionKind::Clear, 70, Branch::Observed),
+        ]
+    );
+    let c = w[0].expected_crossing.expect("crossing");
+    assert!((c - (T0 + 80 * MIN)).abs() <= 55, "{c}");
 }

@@ -458,6 +458,35 @@ impl<'a> Checker<'a> {
                     .secondary(fs, "a forecast feed")
                     .help("write `feed qpf: forecast depth mm` (rain) or `feed stage_fc: forecast level m`"),
                 );
+                bad = true;
+            } else if scale_ != 1.0 {
+                // forecasts give their unit per message (`"unit": "in"`); values without one
+                // are read in the canonical unit, so the feed must declare that unit
+                let (text, span) = f.unit.clone().unwrap_or_default();
+                self.err(
+                    Diagnostic::error(
+                        "E307",
+                        format!("a forecast feed is declared in {unit}, not {text}"),
+                        span,
+                    )
+                    .label(format!("forecast values are held in {unit}"))
+                    .help(format!(
+                        "write `{unit}`; a forecast in {text} says so itself (`\"unit\": \"{text}\"` in its message) and is converted when it is read"
+                    )),
+                );
+                bad = true;
+            }
+            if let Some(o) = f.opts.first() {
+                self.err(
+                    Diagnostic::error(
+                        "E307",
+                        format!("`{}` is not an option of a forecast feed", o.name.name),
+                        o.name.span,
+                    )
+                    .label("readings' option")
+                    .secondary(fs, "a forecast feed")
+                    .help("range, interval, late, reorder, stale, offline, duplicates and strict apply to readings; a forecast feed takes none"),
+                );
             }
         }
         let mut seen: HashMap<&str, Span> = HashMap::new();
@@ -995,6 +1024,7 @@ impl<'a> Checker<'a> {
                 Clause::Let { .. } => {}
                 Clause::Shadow(_) => shadow = true,
                 Clause::LocalMessage { lang, text } => {
+                    self.check_lang(lang);
                     let parts = self.template(*text, &mut cx);
                     if let Some((_, _, first)) = localized.iter().find(|l| l.0 == lang.0) {
                         let first = *first;
@@ -1004,6 +1034,9 @@ impl<'a> Checker<'a> {
                     }
                 }
                 Clause::Event { lang, text } => {
+                    if let Some(l) = lang {
+                        self.check_lang(l);
+                    }
                     let l = lang.as_ref().map(|l| l.0.clone());
                     let at = lang.as_ref().map_or(*text, |l| l.1);
                     if let Some((_, _, first)) = events.iter().find(|e| e.0 == l) {
@@ -1620,7 +1653,7 @@ impl<'a> Checker<'a> {
                         ));
                     }
                 } else {
-                    d = d.help("durations are only valid as window widths and holds");
+                    d = d.help("durations are only valid as window widths, holds, horizons (`next 3h`) and in comparisons with `time_to(...)`");
                 }
                 self.err(d);
                 ERR
@@ -2387,6 +2420,28 @@ impl<'a> Checker<'a> {
             cx.aheads.push((label, ir.clone(), unit));
         }
         (ir, Ty::Num(Nu::Known(unit)))
+    }
+
+    /// A language tag as CAP's `language` takes it (RFC 3066: `en`, `zh-CN`): a primary
+    /// subtag of 1 to 8 letters, then subtags of 1 to 8 letters or digits.
+    fn check_lang(&mut self, lang: &(String, Span)) {
+        let mut parts = lang.0.split('-');
+        let first_ok = parts.next().is_some_and(|p| {
+            (1..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphabetic())
+        });
+        let rest_ok = parts
+            .all(|p| (1..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric()));
+        if !(first_ok && rest_ok) {
+            self.err(
+                Diagnostic::error(
+                    "E309",
+                    format!("`{}` is not a language tag", lang.0),
+                    lang.1,
+                )
+                .label("not an RFC 3066 language tag")
+                .help("write a tag such as `en`, `zh-CN` or `zh-Hans-CN` (subtags joined by `-`)"),
+            );
+        }
     }
 
     /// `time_to(f, w, target)`: hours until a level feed reaches `target` at its rate of rise

@@ -157,6 +157,27 @@ fn mistakes_are_refused_with_their_code() {
         let out = errors(&src);
         assert!(out.contains(code), "{body}: expected {code}, got\n{out}");
     }
+    // forecast feeds: canonical unit (a message names its own unit), no reading options
+    let out = errors(
+        "feed qpf: forecast depth in\nrule r on qpf:\n    w when forecast(qpf, next 1h) >= 1\n",
+    );
+    assert!(
+        out.contains("E307") && out.contains("bad.rules:1:26"),
+        "{out}"
+    );
+    let out = errors(
+        "feed qpf: forecast depth mm, range 0 .. 100\nrule r on qpf:\n    w when forecast(qpf, next 1h) >= 1\n",
+    );
+    assert!(
+        out.contains("E307") && out.contains("bad.rules:1:30"),
+        "{out}"
+    );
+    // a language tag CAP would refuse is refused here, at the tag
+    let out = errors("feed rain: depth mm\nrule r on rain:\n    w when sum(rain, 1h) >= 1\n    message zh_CN \"x\"\n");
+    assert!(
+        out.contains("E309") && out.contains("bad.rules:4:13"),
+        "{out}"
+    );
     // a forecast feed of counts is refused at its quantity
     let out =
         errors("feed n: forecast count\nrule r on n:\n    w when forecast(n, next 1h) >= 1\n");

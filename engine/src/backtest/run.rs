@@ -185,9 +185,37 @@ pub fn backtest(
     };
     let mut report = score(&candidate.transitions, &levels, &reference, run_end)?;
     report.notes.append(&mut notes);
+    if let Reference::Truth(events) = &reference {
+        let mut unseen: Vec<&str> = events
+            .iter()
+            .filter(|e| !candidate.entities.contains(&e.entity))
+            .map(|e| e.entity.as_str())
+            .collect();
+        unseen.sort_unstable();
+        unseen.dedup();
+        if !unseen.is_empty() {
+            report.notes.push(format!(
+                "truth events for entities with no reading in the input (counted as misses): {}",
+                unseen.join(", ")
+            ));
+        }
+        let late: usize = events.iter().filter(|e| e.start > run_end).count();
+        if late > 0 {
+            report.notes.push(format!(
+                "{late} truth event(s) start after the input ends (counted as misses)"
+            ));
+        }
+    }
 
     // 3. plots
-    let pairs = pick_plots(&report, opts);
+    for e in &opts.entities {
+        if !candidate.entities.contains(e) {
+            report.notes.push(format!(
+                "--entity {e}: no reading of this entity in the input; not plotted"
+            ));
+        }
+    }
+    let pairs = pick_plots(&report, opts, &candidate.entities);
     let mut traced = Collect {
         trace: pairs.iter().cloned().collect(),
         ..Collect::default()
@@ -298,21 +326,28 @@ pub fn backtest(
 }
 
 /// The `(rule, entity)` pairs to plot: named entities first, then the busiest pairs.
-fn pick_plots(report: &BacktestReport, opts: &BacktestOptions) -> Vec<(String, String)> {
+fn pick_plots(
+    report: &BacktestReport,
+    opts: &BacktestOptions,
+    seen: &HashSet<String>,
+) -> Vec<(String, String)> {
     let mut busy: BTreeMap<(String, String), usize> = BTreeMap::new();
     for e in &report.by_entity {
         *busy.entry((e.rule.clone(), e.entity.clone())).or_default() +=
             e.score.events + e.score.false_alarms + e.score.misses;
     }
-    let mut out: Vec<(String, String)> = busy
-        .keys()
-        .filter(|(_, e)| opts.entities.contains(e))
-        .cloned()
-        .collect();
+    // named entities: under every rule, busy or quiet, if the input has the entity at all
+    let mut out: Vec<(String, String)> = Vec::new();
+    for e in opts.entities.iter().filter(|e| seen.contains(*e)) {
+        for rule in report.levels.keys() {
+            out.push((rule.clone(), e.clone()));
+        }
+    }
+    let named = out.len();
     let mut ranked: Vec<_> = busy.into_iter().filter(|(_, n)| *n > 0).collect();
     ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     for (pair, _) in ranked {
-        if out.len() >= opts.plots + opts.entities.len() {
+        if out.len() >= opts.plots + named {
             break;
         }
         if !out.contains(&pair) {
@@ -362,6 +397,11 @@ fn replay_pass(
     }
     let readings = target.readings;
     engine.finish(sink);
+    sink.entities = engine
+        .data_status()
+        .into_iter()
+        .map(|(entity, ..)| entity)
+        .collect();
     sink.readings = readings;
     if opts.progress {
         eprintln!("backtest: {what}: {readings} readings replayed");
@@ -428,6 +468,8 @@ struct Collect {
     trace: HashSet<(String, String)>,
     series: HashMap<(String, String, usize), Vec<(Millis, f64)>>,
     rule_names: Vec<String>,
+    /// Entities the pass saw.
+    entities: HashSet<String>,
     readings: u64,
     dead_letters: u64,
     bad_forecasts: u64,

@@ -263,7 +263,7 @@ impl Engine {
 
     /// The forecast over `(t, t + h]` for entity `e`: the amount (`peak` false) or the peak
     /// (intensity in mm/h for a depth feed, the level for a level feed), from the latest
-    /// forecast usable at `t` that covers the whole horizon.
+    /// forecast usable at `t` that covers the whole horizon; 0 when there is none.
     pub(crate) fn forecast_value(
         &self,
         e: EntityId,
@@ -273,13 +273,16 @@ impl Engine {
         peak: bool,
     ) -> Option<f64> {
         let fd = &self.plan.feeds[feed];
-        let store = self.forecasts.stores.get(&fd.name)?;
+        // no usable forecast covering the horizon: nothing is forecast (semantics.md)
+        let Some(store) = self.forecasts.stores.get(&fd.name) else {
+            return Some(0.0);
+        };
         let v = match (peak, fd.quantity) {
             (false, _) => store.sum(e as usize, t, t, t + h),
             (true, Quantity::Depth) => store.max_rate_per_hour(e as usize, t, t, t + h),
             (true, _) => store.max(e as usize, t, t, t + h),
         };
-        v.map(|v| v.value)
+        Some(v.map_or(0.0, |v| v.value))
     }
 }
 
