@@ -302,7 +302,7 @@ impl AreaMap {
         map
     }
 
-    /// The areas of a plan: every entity (row key) of every table, in the area its `group`
+    /// The areas of a plan: every entity (row key) of every table, in table row order, in the area its `group`
     /// columns hold (text as is, numbers as written by Rust: `3` for `3.0`). This is how the
     /// engine (and the daemon, routing area forecasts to shards) resolves an area target.
     pub fn from_plan(plan: &forewarn_rules::ir::Plan) -> Self {
@@ -310,7 +310,11 @@ impl AreaMap {
         for t in &plan.tables {
             for g in &t.groups {
                 let Some(c) = t.column(g) else { continue };
-                for (key, &row) in &t.rows {
+                // in the table's row order: an area's entities are evaluated in a fixed order,
+                // so a replay emits the same warnings in the same order every time
+                let mut rows: Vec<(&String, usize)> = t.rows.iter().map(|(k, &r)| (k, r)).collect();
+                rows.sort_unstable_by_key(|&(_, r)| r);
+                for (key, row) in rows {
                     if let Some(Some(cell)) = t.cells[c].get(row) {
                         let area = match cell {
                             forewarn_rules::ir::Cell::Text(s) => s.clone(),
