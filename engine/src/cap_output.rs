@@ -37,6 +37,8 @@ struct RuleCap {
 
 /// What became of one warning transition.
 #[derive(Debug)]
+// `forewarn run` only counts outcomes; the daemon (feature `daemon`) publishes the messages
+#[cfg_attr(not(feature = "daemon"), allow(dead_code))]
 pub(crate) enum CapOutcome {
     /// Nothing to publish: a `shadow` rule, or a rule the output does not know.
     Skipped,
