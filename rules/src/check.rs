@@ -1888,6 +1888,29 @@ impl<'a> Checker<'a> {
                     )),
                     _ => None,
                 };
+                let bare = |e: &ast::Expr| {
+                    matches!(strip_parens(e).kind, ExprKind::Num { unit: None, .. })
+                };
+                if (is_time_to(l) && bare(r)) || (is_time_to(r) && bare(l)) {
+                    let n = if bare(r) { r } else { l };
+                    self.err(
+                        Diagnostic::error(
+                            "E302",
+                            format!(
+                                "`time_to` is compared with a duration, found `{}`",
+                                self.text(n.span)
+                            ),
+                            n.span,
+                        )
+                        .label("a number without a time unit")
+                        .help(format!(
+                            "write a duration: `{}h` (hours) or `{}m` (minutes)",
+                            self.text(n.span),
+                            self.text(n.span)
+                        )),
+                    );
+                    return ERR;
+                }
                 let (a, b) = if is_time_to(l) && hours(r).is_some() {
                     (self.num(l, cx, what), hours(r))
                 } else if is_time_to(r) && hours(l).is_some() {

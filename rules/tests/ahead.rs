@@ -135,6 +135,7 @@ fn mistakes_are_refused_with_their_code() {
         ("w when time_to(st, 1h, 30 mm) <= 2h", "E304"),
         ("w when time_to(st, 1h) <= 2h", "E301"),
         ("w when time_to(st, 1h, 3 m) <= 2 mm", "E304"), // hours vs mm
+        ("w when time_to(st, 1h, 3 m) <= 30", "E302"),   // 30 what? a duration is needed
         (
             "w when sum(rain, 1h) >= 1\n    cap w: severity Huge, response Prepare",
             "E309",
