@@ -44,6 +44,8 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 echo "== cargo clippy (default features: the core builds without the daemon)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo clippy (the default members alone: the engine without the bench's features)"
+cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --all-features --locked "$@"
 echo "== benchmark smoke run: every storm benchmark once at S=50 H=6, answers checked (bench/run.sh)"

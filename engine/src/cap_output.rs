@@ -179,7 +179,8 @@ impl CapOutput {
         Ok(out)
     }
 
-    /// The rule set whose rules the output knows.
+    /// The rule set whose rules the output knows (the daemon checks it on a reload).
+    #[cfg(feature = "daemon")]
     pub(crate) fn ruleset(&self) -> &str {
         &self.ruleset
     }

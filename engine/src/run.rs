@@ -1001,9 +1001,12 @@ pub fn run_with(cfg: &RunConfig, opts: RunOptions) -> Result<Summary, RunError> 
                 now: cfg.engine.now,
             }));
             out.journal = Some(Rc::clone(&journal));
-            // forecasts are not part of a checkpoint: hand them to the restored engine again
-            // (their dead letters are already in the outputs the checkpoint kept)
-            if resume.is_none() {
+            // A run's forecasts come from its files: the restored engine's copies are
+            // dropped and the files handed to it again, as when it started (their dead
+            // letters are already in the outputs the checkpoint kept).
+            if resume.is_some() {
+                engine.forget_forecasts();
+            } else {
                 for b in &bad_forecasts {
                     out.dead_letter(b.dead_letter());
                 }

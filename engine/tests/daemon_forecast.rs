@@ -334,7 +334,8 @@ fn area_forecast_over_mqtt_raises_its_gauges_in_every_shard_and_bad_ones_are_dea
 /// With `[history]` a message is journaled before it is evaluated: forecasts take that path
 /// too. One gauge of area B with 20 mm, a forecast for area B (B1 and B2; B2 has no reading):
 /// `flood` and `ahead` raised for B1, branch `forecast`, crossing τ + 2 h 15 min as above; a
-/// forecast that is not JSON is dead-lettered into the file.
+/// forecast that is not JSON is dead-lettered into the file. Restarted, the daemon keeps
+/// the forecast (checkpointed with the engines): B2's first reading raises B2 too.
 #[test]
 fn forecasts_through_the_durable_intake() {
     let broker = Mosquitto::start();
@@ -389,4 +390,31 @@ fn forecasts_through_the_durable_intake() {
             &serde_json::json!("[1, 2")
         )
     );
+
+    // Restarted from its shutdown checkpoint, the daemon still knows the area-B forecast
+    // (it is not sent again): B2's first reading, 20 mm, makes `flood` 20 + 40 = 60 >= 50
+    // and `ahead` 40 >= 30, both raised for B2 with branch `forecast`, crossing as above.
+    // Without the forecast both conditions would be unknown and nothing raised.
+    d.restart();
+    std::thread::sleep(Duration::from_millis(400));
+    let before = now_ms();
+    pubc.publish(
+        "fc-in/B2/rain",
+        format!(r#"{{"ts":"{}","value":20}}"#, stamp(0)),
+    );
+    let msgs = watch.collect_until(Duration::from_secs(10), |got| raises(got).len() >= 2);
+    let after = now_ms();
+    let mut got = raises(&msgs);
+    got.sort();
+    let names: Vec<&str> = got.iter().map(|g| g.0.as_str()).collect();
+    assert_eq!(names, ["ahead/B2", "flood/B2"], "{msgs:#?}");
+    for (entity, time, branch, crossing) in &got {
+        assert_eq!(branch, "forecast");
+        assert!(
+            (before - 1_000..=after).contains(time),
+            "{entity} at {time}"
+        );
+        check_crossing(entity, *time, *crossing);
+    }
+    d.shutdown();
 }

@@ -2392,22 +2392,7 @@ impl<'a> Checker<'a> {
                         (ir::AheadKind::ProjectDepth { window, width: w }, fd.unit)
                     }
                     Quantity::Level if fd.unit == Unit::M => {
-                        let last = self.intern(ir::WindowNode {
-                            feed,
-                            func: WindowFunc::Last,
-                            width: None,
-                            unit: fd.unit,
-                            label: window_label(&WindowFunc::Last, &fd.name, None),
-                        });
-                        let rate = self.intern(ir::WindowNode {
-                            feed,
-                            func: WindowFunc::Rate,
-                            width: Some(w),
-                            unit: Unit::MPerHour,
-                            label: window_label(&WindowFunc::Rate, &fd.name, Some(w)),
-                        });
-                        cx.use_window(last);
-                        cx.use_window(rate);
+                        let (last, rate) = self.level_and_rate(feed, &fd, w, cx);
                         (ir::AheadKind::ProjectLevel { last, rate }, fd.unit)
                     }
                     _ => {
@@ -2469,6 +2454,34 @@ impl<'a> Checker<'a> {
 
     /// `time_to(f, w, target)`: hours until a level feed reaches `target` at its rate of rise
     /// over `w` (0 when it already has; infinite when it is not rising).
+    /// The windows a level projection reads, used by the rule: the newest level of `feed`
+    /// (`last`) and its rate of rise over `width` (`rate`, in m/h).
+    fn level_and_rate(
+        &mut self,
+        feed: FeedId,
+        fd: &ir::FeedDef,
+        width: Millis,
+        cx: &mut RuleCx,
+    ) -> (WindowId, WindowId) {
+        let last = self.intern(ir::WindowNode {
+            feed,
+            func: WindowFunc::Last,
+            width: None,
+            unit: fd.unit,
+            label: window_label(&WindowFunc::Last, &fd.name, None),
+        });
+        let rate = self.intern(ir::WindowNode {
+            feed,
+            func: WindowFunc::Rate,
+            width: Some(width),
+            unit: Unit::MPerHour,
+            label: window_label(&WindowFunc::Rate, &fd.name, Some(width)),
+        });
+        cx.use_window(last);
+        cx.use_window(rate);
+        (last, rate)
+    }
+
     fn time_to_call(&mut self, args: &[ast::Expr], span: Span, cx: &mut RuleCx) -> Checked {
         if args.len() != 3 {
             self.err(
@@ -2532,22 +2545,7 @@ impl<'a> Checker<'a> {
                 return ERR;
             }
         };
-        let last = self.intern(ir::WindowNode {
-            feed,
-            func: WindowFunc::Last,
-            width: None,
-            unit: fd.unit,
-            label: window_label(&WindowFunc::Last, &fd.name, None),
-        });
-        let rate = self.intern(ir::WindowNode {
-            feed,
-            func: WindowFunc::Rate,
-            width: Some(width),
-            unit: Unit::MPerHour,
-            label: window_label(&WindowFunc::Rate, &fd.name, Some(width)),
-        });
-        cx.use_window(last);
-        cx.use_window(rate);
+        let (last, rate) = self.level_and_rate(feed, &fd, width, cx);
         let label = format!(
             "time_to({}, {}, {}) (h)",
             fd.name,

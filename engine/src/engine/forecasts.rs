@@ -23,8 +23,10 @@ use std::sync::Arc;
 use forewarn_rules::ir::{FeedId, Millis, Quantity};
 
 use super::{Engine, EntityId};
+use serde::{Deserialize, Serialize};
+
 use crate::forecast::{
-    AreaMap, Forecast, ForecastError, ForecastStore, ForecastTarget, StoreConfig,
+    AreaMap, Forecast, ForecastError, ForecastStore, ForecastTarget, StoreConfig, StoreState,
 };
 use crate::record::{EvalCause, Sink};
 
@@ -44,7 +46,75 @@ pub(crate) struct Forecasts {
     areas: Option<AreaMap>,
 }
 
+/// The engine's forecasts as plain data, inside an engine snapshot: every forecast held once
+/// (by the stores or the queue), the stores by feed name, and the queue in order, each entry
+/// naming its forecast by index.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct ForecastsState {
+    forecasts: Vec<Forecast>,
+    stores: Vec<StoreState>,
+    queue: Vec<(Millis, u32, Option<Vec<String>>)>,
+}
+
 impl Forecasts {
+    /// The state to snapshot (stores ordered by feed name, so equal states encode equally).
+    pub(crate) fn state(&self) -> ForecastsState {
+        let mut forecasts: Vec<Forecast> = Vec::new();
+        let mut seen: HashMap<*const Forecast, u32> = HashMap::new();
+        let mut index = |f: &Arc<Forecast>| {
+            *seen.entry(Arc::as_ptr(f)).or_insert_with(|| {
+                forecasts.push(Forecast::clone(f));
+                (forecasts.len() - 1) as u32
+            })
+        };
+        let mut names: Vec<&String> = self.stores.keys().collect();
+        names.sort();
+        let stores = names
+            .into_iter()
+            .map(|n| self.stores[n].state(&mut index))
+            .collect();
+        let queue = self
+            .queue
+            .iter()
+            .map(|(t, f, only)| (*t, index(f), only.as_ref().map(|o| o.to_vec())))
+            .collect();
+        ForecastsState {
+            forecasts,
+            stores,
+            queue,
+        }
+    }
+
+    /// The forecasts a snapshot holds; `Err` names what is inconsistent (an index out of
+    /// range, a slot past `entities`).
+    pub(crate) fn from_state(state: ForecastsState, entities: usize) -> Result<Self, String> {
+        let all: Vec<Arc<Forecast>> = state.forecasts.into_iter().map(Arc::new).collect();
+        let mut stores = HashMap::new();
+        for s in state.stores {
+            let store = ForecastStore::from_state(s, &all)
+                .ok_or("a forecast store names a forecast the snapshot does not hold")?;
+            if store.slot_count() > entities {
+                return Err("a forecast store holds a slot past the last entity".into());
+            }
+            stores.insert(store.feed().to_string(), store);
+        }
+        let queue = state
+            .queue
+            .into_iter()
+            .map(|(t, i, only)| -> Result<_, String> {
+                let f = all
+                    .get(i as usize)
+                    .ok_or("a queued forecast is not in the snapshot")?;
+                Ok((t, Arc::clone(f), only.map(Targets::from)))
+            })
+            .collect::<Result<VecDeque<_>, String>>()?;
+        Ok(Forecasts {
+            stores,
+            queue,
+            areas: None,
+        })
+    }
+
     /// No forecast waits.
     #[inline]
     pub(crate) fn is_idle(&self) -> bool {
@@ -89,10 +159,12 @@ impl Engine {
         self.push_forecast_inner(forecast, Some(owns), true, out)
     }
 
-    /// Hand back a forecast an engine restored from a snapshot had before (snapshots do not
-    /// keep forecasts): as [`Engine::push_forecast`], except that a forecast whose as-of time
+    /// Hand back a forecast an engine restored from a snapshot had before, after
+    /// [`Engine::forget_forecasts`] (a caller whose forecasts come from files it reads again
+    /// on restart): as [`Engine::push_forecast`], except that a forecast whose as-of time
     /// the stream has already passed is stored without evaluating anyone — the evaluations it
-    /// caused happened before the snapshot — and is not counted again.
+    /// caused happened before the snapshot — and is not counted again. (Snapshots keep the
+    /// forecasts themselves; the daemon relies on that.)
     pub fn restore_forecast(
         &mut self,
         forecast: Forecast,
@@ -152,6 +224,13 @@ impl Engine {
             q.insert(at, (as_of, f, only));
         }
         Ok(n)
+    }
+
+    /// Drop every forecast the engine holds, stored or queued (a resumed `forewarn run`
+    /// hands its forecast files to the restored engine again, so each is held once).
+    pub fn forget_forecasts(&mut self) {
+        self.forecasts.stores.clear();
+        self.forecasts.queue.clear();
     }
 
     /// Forecasts waiting for the stream to reach their as-of time.

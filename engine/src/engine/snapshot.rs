@@ -2,7 +2,8 @@
 //!
 //! A snapshot holds everything the engine has learnt from its input — every entity's samples,
 //! data status, levels, `for`/`clear after` timers and transition numbers, held (reordered)
-//! readings, deadlines, clocks and counters — and nothing derived from the plan, which the
+//! readings, deadlines, forecasts (stored and waiting for their as-of time), clocks and
+//! counters — and nothing derived from the plan, which the
 //! restoring side supplies. It names the rule set it was taken under; restoring it under
 //! another one is refused (a rule reload maps state by name instead).
 
@@ -12,11 +13,13 @@ use std::sync::Arc;
 use forewarn_rules::ir::{Millis, Plan};
 use serde::{Deserialize, Serialize};
 
+use super::forecasts::{Forecasts, ForecastsState};
 use super::ids::{EntityKey, IdMap};
 use super::{Counters, Engine, EngineConfig, EntityId, EntityState, GroupIndex, Pending};
 
 /// Version of the snapshot layout; bumped on any incompatible change.
-pub const SNAPSHOT_VERSION: u32 = 2;
+/// Version 3 added the forecasts (stored and queued).
+pub const SNAPSHOT_VERSION: u32 = 3;
 
 /// Why a snapshot cannot be restored.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +62,7 @@ struct SnapshotRef<'a> {
     wall: Option<Millis>,
     watermark: Option<Millis>,
     counters: &'a Counters,
+    forecasts: ForecastsState,
 }
 
 #[derive(Deserialize)]
@@ -75,6 +79,7 @@ struct SnapshotOwned {
     wall: Option<Millis>,
     watermark: Option<Millis>,
     counters: Counters,
+    forecasts: ForecastsState,
 }
 
 impl Engine {
@@ -97,6 +102,7 @@ impl Engine {
             wall: self.wall,
             watermark: self.watermark,
             counters: &self.counters,
+            forecasts: self.forecasts.state(),
         };
         // Encoding plain data into a Vec cannot fail.
         postcard::to_allocvec(&snap).unwrap_or_default()
@@ -167,6 +173,8 @@ impl Engine {
         {
             return inconsistent("counters do not fit the plan");
         }
+        engine.forecasts =
+            Forecasts::from_state(snap.forecasts, n).map_err(SnapshotError::Inconsistent)?;
         engine.ids = ids;
         engine.entities = snap.entities;
         engine.groups = snap.groups;

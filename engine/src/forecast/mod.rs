@@ -32,10 +32,11 @@ pub use parse::{
     parse_forecast_json, parse_iso_duration, parse_jsonl, parse_nws_gridpoint, parse_valid_time,
     JsonlDefaults, Unit,
 };
+pub(crate) use store::StoreState;
 pub use store::{AsOf, ForecastStore, ForecastValue, StoreConfig};
 
 /// What a forecast is about: one entity, or an area that maps to entities ([`AreaMap`]).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ForecastTarget {
     /// One entity by id.
     Entity(String),
@@ -54,7 +55,7 @@ impl fmt::Display for ForecastTarget {
 
 /// One valid interval of a forecast: `value` is the amount over `(start, end]` (for a depth
 /// feed, mm of rain in that interval; for a level feed, the level forecast for it).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ForecastInterval {
     /// Exclusive start (UTC ms).
     pub start: Millis,
@@ -65,7 +66,7 @@ pub struct ForecastInterval {
 }
 
 /// One issued forecast message.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Forecast {
     /// The feed it forecasts (e.g. `qpf`); a [`ForecastStore`] holds one feed.
     pub feed: String,

@@ -3,11 +3,12 @@
 use std::sync::Arc;
 
 use forewarn_rules::ir::{Millis, HOUR};
+use serde::{Deserialize, Serialize};
 
 use super::{Forecast, ForecastError, ForecastInterval, Location};
 
 /// Which time makes a forecast usable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum AsOf {
     /// Live: from its arrival (`received`; `issued` when it has none, and never before
     /// `issued`).
@@ -60,6 +61,18 @@ impl Entry {
     fn key(&self) -> (Millis, Millis, u64) {
         (self.as_of, self.issued, self.seq)
     }
+}
+
+/// A [`ForecastStore`] as plain data, inside an engine snapshot: settings `(as_of,
+/// keep_back, max_per_entity)`, insertion counter, watermark, and per slot the entries
+/// `(as_of, issued, seq, forecast index)` in order.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct StoreState {
+    feed: String,
+    config: (AsOf, Millis, u64),
+    seq: u64,
+    watermark: Millis,
+    slots: Vec<Vec<(Millis, Millis, u64, u32)>>,
 }
 
 /// The forecasts of one feed, per dense entity slot (the engine's interned entity ids).
@@ -118,6 +131,70 @@ impl ForecastStore {
     /// [`insert`](Self::insert) into a slot, or for all slots with [`prune`](Self::prune).
     pub fn set_watermark(&mut self, watermark: Millis) {
         self.watermark = self.watermark.max(watermark);
+    }
+
+    /// The store as plain data (an engine snapshot). A forecast held by many slots (an area
+    /// forecast) is written once: `index` gives its number in the snapshot's forecast list.
+    pub(crate) fn state(&self, index: &mut dyn FnMut(&Arc<Forecast>) -> u32) -> StoreState {
+        StoreState {
+            feed: self.feed.clone(),
+            config: (
+                self.config.as_of,
+                self.config.keep_back,
+                self.config.max_per_entity as u64,
+            ),
+            seq: self.seq,
+            watermark: self.watermark,
+            slots: self
+                .slots
+                .iter()
+                .map(|entries| {
+                    entries
+                        .iter()
+                        .map(|e| (e.as_of, e.issued, e.seq, index(&e.forecast)))
+                        .collect()
+                })
+                .collect(),
+        }
+    }
+
+    /// The store [`state`](Self::state) describes, its forecasts taken from `forecasts`;
+    /// `None` when an entry names a forecast the list does not hold.
+    pub(crate) fn from_state(state: StoreState, forecasts: &[Arc<Forecast>]) -> Option<Self> {
+        let (as_of, keep_back, max_per_entity) = state.config;
+        let slots = state
+            .slots
+            .into_iter()
+            .map(|entries| {
+                entries
+                    .into_iter()
+                    .map(|(as_of, issued, seq, i)| {
+                        Some(Entry {
+                            as_of,
+                            issued,
+                            seq,
+                            forecast: Arc::clone(forecasts.get(i as usize)?),
+                        })
+                    })
+                    .collect::<Option<Vec<Entry>>>()
+            })
+            .collect::<Option<Vec<Vec<Entry>>>>()?;
+        Some(ForecastStore {
+            feed: state.feed,
+            config: StoreConfig {
+                as_of,
+                keep_back,
+                max_per_entity: usize::try_from(max_per_entity).ok()?,
+            },
+            slots,
+            seq: state.seq,
+            watermark: state.watermark,
+        })
+    }
+
+    /// Number of slots (entity ids up to this one, exclusive, may hold forecasts).
+    pub(crate) fn slot_count(&self) -> usize {
+        self.slots.len()
     }
 
     /// Store a forecast for one entity slot (the same `Arc` for every entity of an area), then

@@ -429,6 +429,16 @@ impl TestDaemon {
             d.shutdown().expect("graceful shutdown");
         }
     }
+
+    /// Shut down gracefully (if running) and start again on the same directory and
+    /// configuration: with `[history]`, from the checkpoint the shutdown wrote.
+    pub fn restart(&mut self) {
+        self.shutdown();
+        let path = self.path("serve.toml");
+        let text = std::fs::read_to_string(&path).expect("read config");
+        let cfg = ServeConfig::parse(&text, &path).unwrap_or_else(|e| panic!("{e}"));
+        self.daemon = Some(Daemon::start(cfg).unwrap_or_else(|e| panic!("daemon restarts: {e:#}")));
+    }
 }
 
 impl Drop for TestDaemon {
