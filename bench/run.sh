@@ -214,6 +214,8 @@ has "$FOREWARN" e2e && {
         "$STORM" e2e "$D/events.parquet"
     row "forewarn csv" "$TIMEOUT" "$RUNS" "tool=forewarn group=main input=csv check=full" -- \
         "$STORM" e2e "$D/events.csv"
+    row "forewarn parquet 2 threads" "$TIMEOUT" "$RUNS" "tool=forewarn group=main input=parquet check=full" -- \
+        "$STORM" e2e "$D/events.parquet" --threads 2
 }
 [ "$TRACED" = yes ] && has "$FOREWARN" e2e && \
     row "forewarn e2e --trace" "$TIMEOUT" 1 "tool=forewarn group=trace input=parquet check=full+checksum" -- \

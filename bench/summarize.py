@@ -215,29 +215,41 @@ def ratio(a, b):
     return f"{a / b:.2f}×"
 
 
+# The end-to-end row on two engine threads (`storm e2e --threads 2`, as the daemon's shards).
+FW_PARQUET_2T = "forewarn parquet 2 threads"
+
+
 def main_table(rows):
     by_name = {s["name"]: s for s in rows}
-    fw = {"parquet": by_name.get("forewarn parquet"), "csv": by_name.get("forewarn csv")}
-    fw_rate = {k: (v["readings_per_s"] if v else None) for k, v in fw.items()}
-    lines = ["| tool | input | readings/s (median) | wall s (median, min–max) | peak RSS | "
-             "forewarn parquet ÷ peer | forewarn csv ÷ peer | agrees |",
-             "|---|---|---:|---:|---:|---:|---:|---|"]
+    refs = {"parquet": "forewarn parquet", "csv": "forewarn csv", "parquet2": FW_PARQUET_2T}
+    fw_rate = {k: (by_name[n]["readings_per_s"] if n in by_name else None) for k, n in refs.items()}
+    two = fw_rate["parquet2"] is not None
+    head = ("| tool | input | readings/s (median) | wall s (median, min–max) | peak RSS | "
+            "forewarn parquet ÷ peer | forewarn csv ÷ peer |")
+    rule = "|---|---|---:|---:|---:|---:|---:|"
+    if two:
+        head += " forewarn parquet, 2 threads ÷ peer |"
+        rule += "---:|"
+    lines = [head + " agrees |", rule + "---|"]
     for s in rows:
         if s.get("group") != "main":
             continue
         inp = INPUT_LABEL.get(s.get("input"), s.get("input") or "")
         if s.get("tool") == "forewarn":
-            r_pq = r_csv = "1 (reference)" if s["name"] in ("forewarn parquet", "forewarn csv") else "—"
-            if s["name"] == "forewarn parquet":
-                r_csv = "—"
-            if s["name"] == "forewarn csv":
-                r_pq = "—"
+            cells = ["1 (reference)" if s["name"] == refs[k] else "—"
+                     for k in ("parquet", "csv", "parquet2")]
         else:
-            r_pq = ratio(fw_rate["parquet"], s["readings_per_s"])
-            r_csv = ratio(fw_rate["csv"], s["readings_per_s"]) if "csv" in (s.get("input") or "") else "—"
+            r = s["readings_per_s"]
+            csv_in = "csv" in (s.get("input") or "")
+            cells = [ratio(fw_rate["parquet"], r),
+                     ratio(fw_rate["csv"], r) if csv_in else "—",
+                     ratio(fw_rate["parquet2"], r)]
+        if not two:
+            cells = cells[:2]
+        inp_cell = inp + (" (2 threads)" if s["name"] == FW_PARQUET_2T else "")
         rss = mb(s["peak_rss_mb_median"])
-        lines.append(f"| {tool_cell(s)} | {inp} | {rate(s['readings_per_s'])} | {wall_cell(s)} | {rss} "
-                     f"| {r_pq} | {r_csv} | {agree_cell(s)} |")
+        lines.append(f"| {tool_cell(s)} | {inp_cell} | {rate(s['readings_per_s'])} | {wall_cell(s)} | {rss} "
+                     f"| {' | '.join(cells)} | {agree_cell(s)} |")
     return lines
 
 

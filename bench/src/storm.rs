@@ -386,6 +386,118 @@ pub fn run_file(events: &Path, thresholds: &Path, trace: bool) -> anyhow::Result
     })
 }
 
+/// Readings for one shard of [`run_file_sharded`]: the station names first seen in this
+/// chunk (appended to the shard's name table before its readings are pushed), then the
+/// readings as (index into that table, ts, value), in file order.
+#[derive(Default)]
+struct Chunk {
+    new_names: Vec<String>,
+    readings: Vec<(u32, i64, f64)>,
+}
+
+/// Readings per chunk handed to a shard.
+const CHUNK: usize = 4096;
+
+/// [`run_file`] on `threads` engines, as the daemon shards: this thread reads and decodes
+/// the file and routes each reading by a hash of its station id (the same as `storm core`)
+/// to one engine thread over a bounded channel, in chunks; every engine sees its stations'
+/// readings in file order. The storm rules have no group function, so each gauge's
+/// warnings do not depend on the others'. `threads <= 1` is [`run_file`] without a trace.
+pub fn run_file_sharded(
+    events: &Path,
+    thresholds: &Path,
+    threads: usize,
+) -> anyhow::Result<RunOutcome> {
+    if threads <= 1 {
+        return run_file(events, thresholds, false);
+    }
+    let plan = std::sync::Arc::new(load_plan(thresholds)?);
+    std::thread::scope(|scope| {
+        let mut senders = Vec::with_capacity(threads);
+        let mut shards = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(8);
+            senders.push(tx);
+            let plan = std::sync::Arc::clone(&plan);
+            shards.push(
+                scope.spawn(move || -> anyhow::Result<(StormSink, u64, usize)> {
+                    let mut engine = Engine::new(plan, engine_config(false));
+                    let rain = engine
+                        .feed("rain")
+                        .ok_or_else(|| anyhow::anyhow!("storm.rules declares no feed rain"))?;
+                    let mut sink = StormSink::default();
+                    let mut names: Vec<String> = Vec::new();
+                    for chunk in rx {
+                        names.extend(chunk.new_names);
+                        for &(i, ts, value) in &chunk.readings {
+                            let r = Reading {
+                                entity: &names[i as usize],
+                                feed: rain,
+                                ts,
+                                value: Value::Num(value),
+                                tag: 0,
+                            };
+                            // Rejections reach the sink and are counted there.
+                            let _ = engine.push(&r, &mut sink);
+                        }
+                    }
+                    engine.finish(&mut sink);
+                    Ok((sink, engine.counters().evaluations, engine.entity_count()))
+                }),
+            );
+        }
+        // station -> (shard, index in the shard's name table)
+        let mut ids: HashMap<String, (usize, u32)> = HashMap::new();
+        let mut named = vec![0u32; threads];
+        let mut chunks: Vec<Chunk> = (0..threads).map(|_| Chunk::default()).collect();
+        let mut shard_gone = false;
+        let read = read_events(events, |station, ts, value| {
+            let (s, i) = match ids.get(station) {
+                Some(&at) => at,
+                None => {
+                    let s = crate::storm_core::shard_of(station, threads);
+                    let at = (s, named[s]);
+                    named[s] += 1;
+                    chunks[s].new_names.push(station.to_string());
+                    ids.insert(station.to_string(), at);
+                    at
+                }
+            };
+            let chunk = &mut chunks[s];
+            chunk.readings.push((i, ts, value));
+            if chunk.readings.len() >= CHUNK {
+                let full = std::mem::take(chunk);
+                shard_gone |= senders[s].send(full).is_err();
+            }
+        });
+        for (s, chunk) in chunks.into_iter().enumerate() {
+            shard_gone |= senders[s].send(chunk).is_err();
+        }
+        drop(senders);
+        let mut sink = StormSink::default();
+        let (mut evaluations, mut entities) = (0, 0);
+        for shard in shards {
+            let (s, e, n) = shard
+                .join()
+                .map_err(|_| anyhow::anyhow!("an engine thread panicked"))??;
+            for r in 0..RULES.len() {
+                sink.raises[r] += s.raises[r];
+                sink.clears[r] += s.clears[r];
+            }
+            sink.rejected += s.rejected;
+            evaluations += e;
+            entities += n;
+        }
+        anyhow::ensure!(!shard_gone, "an engine thread stopped taking readings");
+        Ok(RunOutcome {
+            n_events: read?,
+            sink,
+            evaluations,
+            entities,
+        })
+    })
+}
+
 /// The peers' answer format (`bench/peers/common.py`): one `RESULT {json}` line.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct Answer {

@@ -33,6 +33,10 @@ enum Cmd {
         /// (slow: for small datasets).
         #[arg(long)]
         trace: bool,
+        /// Engines (threads) the readings are spread over by a hash of the station id, as
+        /// the daemon's shards; this thread reads and routes. Not with --trace.
+        #[arg(long, default_value_t = 1, conflicts_with = "trace")]
+        threads: usize,
         /// Compare with this expected answer (expected.json of the generator); exit 1 when
         /// it differs.
         #[arg(long)]
@@ -124,8 +128,9 @@ fn main() -> anyhow::Result<()> {
             events,
             thresholds,
             trace,
+            threads,
             expect,
-        } => e2e(&events, thresholds, trace, expect),
+        } => e2e(&events, thresholds, trace, threads, expect),
         Cmd::Decode { events } => decode(&events),
         Cmd::Core {
             events,
@@ -251,18 +256,24 @@ fn e2e(
     events: &Path,
     thresholds: Option<PathBuf>,
     trace: bool,
+    threads: usize,
     expect: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let thresholds = thresholds.unwrap_or_else(|| storm::default_thresholds(events));
     let start = Instant::now();
-    let run = storm::run_file(events, &thresholds, trace)
-        .with_context(|| format!("running {}", events.display()))?;
+    let run = if threads > 1 {
+        storm::run_file_sharded(events, &thresholds, threads)
+    } else {
+        storm::run_file(events, &thresholds, trace)
+    }
+    .with_context(|| format!("running {}", events.display()))?;
     let secs = start.elapsed().as_secs_f64();
     let answer = run.answer();
     let mut fields = serde_json::to_value(&answer)?;
     let extra = json!({
         "seconds_in_process": secs,
         "events_per_s": run.n_events as f64 / secs,
+        "threads": threads.max(1),
         "evaluations": run.evaluations,
         "entities": run.entities,
         "rejected": run.sink.rejected,
