@@ -177,7 +177,7 @@ pub fn render_html(
             h.push_str("</tr>\n");
         }
     }
-    h.push_str("<tr class=\"all\"><td class=\"l\">all</td><td class=\"l\">all</td>");
+    h.push_str("<tr class=\"all\"><td class=\"l\">overall</td><td class=\"l\">all levels</td>");
     score_cells(&mut h, o);
     h.push_str("</tr>\n</tbody>\n</table>\n<p class=\"note\">POD = hits / events, FAR = false alarms / warnings, CSI = hits / (hits + misses + false alarms); lead = event start − start of the earliest warning span that intersects it.</p>\n</section>\n");
 
