@@ -39,8 +39,9 @@ pub struct ForecastSourceConfig {
     pub format: ForecastFormat,
     /// The file, relative to the configuration file's directory.
     pub path: PathBuf,
-    /// The feed: the feed of an NWS layer; for JSON Lines, the feed of lines without `feed`.
-    pub feed: String,
+    /// The feed: the feed of an NWS layer (required there); for JSON Lines, the feed of
+    /// lines without `feed` (optional: lines that name theirs need none).
+    pub feed: Option<String>,
     /// The NWS layer (e.g. `quantitativePrecipitation`); required for `nws-gridpoint`.
     pub layer: Option<String>,
     /// The target area (NWS: this or `entity` is required; JSON Lines: for lines without one).
@@ -93,7 +94,7 @@ impl ForecastSourceConfig {
         match self.format {
             ForecastFormat::Jsonl => {
                 let defaults = JsonlDefaults {
-                    feed: Some(self.feed.clone()),
+                    feed: self.feed.clone(),
                     target,
                     received,
                 };
@@ -110,7 +111,11 @@ impl ForecastSourceConfig {
                 let target = target.ok_or_else(|| {
                     self.config_error("`area` or `entity` is required for nws-gridpoint")
                 })?;
-                let mut forecast = parse_nws_gridpoint(&text, layer, &self.feed, target)
+                let feed = self
+                    .feed
+                    .as_deref()
+                    .ok_or_else(|| self.config_error("`feed` is required for nws-gridpoint"))?;
+                let mut forecast = parse_nws_gridpoint(&text, layer, feed, target)
                     .map_err(|e| e.with_file(&path))?;
                 forecast.received = received;
                 Ok(vec![Ok(forecast)])

@@ -673,7 +673,7 @@ received = "2022-02-04T03:40:00Z"
         name: "local".into(),
         format: ForecastFormat::Jsonl,
         path: "f.jsonl".into(),
-        feed: "qpf".into(),
+        feed: Some("qpf".into()),
         layer: None,
         area: None,
         entity: Some("g1".into()),
@@ -708,12 +708,47 @@ received = "2022-02-04T03:40:00Z"
     ));
     let no_layer = ForecastSourceConfig {
         format: ForecastFormat::NwsGridpoint,
-        ..cfg
+        ..cfg.clone()
     };
     assert!(matches!(
         no_layer.load(dir.path()),
         Err(ForecastError::Config { .. })
     ));
+    // JSON Lines need no section feed when every line names its own; a line without one
+    // is then an error of that line (missing field), not of the section.
+    std::fs::write(
+        dir.path().join("named.jsonl"),
+        "{\"feed\":\"stage\",\"issued\":\"2017-08-26T17:00:00Z\",\"intervals\":[]}\n\
+         {\"issued\":\"2017-08-26T17:00:00Z\",\"intervals\":[]}\n",
+    )
+    .unwrap();
+    let unnamed = ForecastSourceConfig {
+        path: "named.jsonl".into(),
+        feed: None,
+        ..cfg.clone()
+    };
+    let out = unnamed.load(dir.path()).unwrap();
+    assert_eq!(out[0].as_ref().unwrap().feed, "stage");
+    assert_eq!(
+        out[1].as_ref().unwrap_err().location().unwrap().line,
+        Some(2)
+    );
+    // An NWS layer needs the section's feed.
+    let nws_no_feed = ForecastSourceConfig {
+        format: ForecastFormat::NwsGridpoint,
+        path: "fixtures/nws-gridpoint/detailed_forecast.json".into(),
+        feed: None,
+        layer: Some("quantitativePrecipitation".into()),
+        area: Some("Apalachicola".into()),
+        entity: None,
+        ..cfg
+    };
+    match nws_no_feed.load(&root) {
+        Err(ForecastError::Config { message, .. }) => {
+            assert!(message.contains("`feed`"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 /// A forecast for the property tests: whole hours from T0, `(gap, len, value)` steps.
