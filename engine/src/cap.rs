@@ -649,6 +649,26 @@ impl CapWriter {
             .unwrap_or((t.seq.saturating_sub(1), t.episode_start))
     }
 
+    /// Take up an episode that was open before this writer existed (a resumed run or a
+    /// restarted daemon): it started at `start` and its latest message was transition `seq`
+    /// at `time`, so the next update or cancel references that message exactly.
+    pub fn resume_episode(
+        &mut self,
+        rule: &str,
+        entity: &str,
+        start: Millis,
+        seq: u64,
+        time: Millis,
+    ) {
+        self.episodes.insert(
+            (rule.to_string(), entity.to_string()),
+            Episode {
+                start,
+                sent: BTreeMap::from([(seq, time)]),
+            },
+        );
+    }
+
     /// The info texts to write, in order; empty when a generated English one is needed.
     fn select_infos<'t>(&self, infos: &'t [CapInfoText]) -> Result<Vec<&'t CapInfoText>, CapError> {
         let chosen: Vec<&CapInfoText> = if self.config.languages.is_empty() {
@@ -935,11 +955,49 @@ pub struct CapDirSink {
 }
 
 impl CapDirSink {
-    /// A sink writing into `dir` (created when missing).
+    /// A sink writing into `dir` (created when missing). Temporary files a killed writer
+    /// left behind (`.ID.xml.PID.tmp` of a process that no longer runs) are removed.
     pub fn new(dir: impl Into<PathBuf>) -> Result<Self, CapError> {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(CapError::io(&dir))?;
-        Ok(CapDirSink { dir })
+        let sink = CapDirSink { dir };
+        sink.remove_files(|name| {
+            let Some(rest) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
+                return false;
+            };
+            let Some((_, pid)) = rest.rsplit_once(".xml.") else {
+                return false;
+            };
+            // Linux: a writer still running has /proc/PID; elsewhere nothing is removed
+            pid.parse::<u32>().is_ok_and(|p| {
+                p != std::process::id()
+                    && Path::new("/proc/self").exists()
+                    && !Path::new("/proc").join(pid).exists()
+            })
+        })?;
+        Ok(sink)
+    }
+
+    /// Remove the messages of episodes whose identifiers start with `prefix-` (a fresh run
+    /// of a configuration replaces everything it wrote before; files of other senders or
+    /// prefixes are left alone). Returns how many were removed.
+    pub fn clear_messages(&self, prefix: &str) -> Result<usize, CapError> {
+        let start = format!("{}-", sanitize(prefix));
+        self.remove_files(|name| name.starts_with(&start) && name.ends_with(".xml"))
+    }
+
+    fn remove_files(&self, pick: impl Fn(&str) -> bool) -> Result<usize, CapError> {
+        let mut removed = 0;
+        for entry in fs::read_dir(&self.dir).map_err(CapError::io(&self.dir))? {
+            let entry = entry.map_err(CapError::io(&self.dir))?;
+            let name = entry.file_name();
+            if name.to_str().is_some_and(&pick) {
+                let path = entry.path();
+                fs::remove_file(&path).map_err(CapError::io(&path))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// The directory written into.
@@ -1586,6 +1644,49 @@ mod tests {
         assert!(texts(&ne.xml, "expires").is_empty());
 
         assert_schema_valid(&[m, en, both, ne]);
+    }
+
+    /// Opening a directory removes the temporary files of writers that no longer run (not
+    /// those of a live one: this process), and a fresh run clears exactly its own prefix.
+    #[test]
+    fn cap_dir_cleans_dead_temporaries_and_clears_its_own_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let live = format!(".p-r-e-1.xml.{}.tmp", std::process::id());
+        for name in [
+            "p-r-e-20170826T000000Z-1.xml",
+            "p-r-e-20170826T000000Z-2.xml",
+            "other-r-e-20170826T000000Z-1.xml",
+            "p-notes.txt",
+            ".p-r-e-20170826T000000Z-3.xml.4294967295.tmp",
+            live.as_str(),
+        ] {
+            fs::write(d.join(name), "x").unwrap();
+        }
+        let list = || {
+            let mut v: Vec<String> = fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        let sink = CapDirSink::new(d).unwrap();
+        assert!(
+            !list().iter().any(|n| n.contains("4294967295")),
+            "{:?}",
+            list()
+        );
+        assert!(list().contains(&live));
+        assert_eq!(sink.clear_messages("p").unwrap(), 2);
+        assert_eq!(
+            list(),
+            [
+                live.as_str(),
+                "other-r-e-20170826T000000Z-1.xml",
+                "p-notes.txt"
+            ]
+        );
     }
 
     #[test]

@@ -147,19 +147,28 @@ fn column_values(tables: &[TableDef], column: &str) -> HashMap<String, String> {
 impl CapOutput {
     /// The sink for a run (or the daemon); `check` must have passed. `dir`: where the files
     /// go (none: messages are only made, for the daemon's MQTT output). `active` are the
-    /// warnings open at the start (after a resume): their episode start is not known to
-    /// this process (see [`CapOutput::episode_start`]).
+    /// warnings open at the start (after a resume): their episodes go on, with the
+    /// identifier of their raise and references to their latest message. `fresh`: a run
+    /// that starts over (not resumed) — the messages this configuration's identifier prefix
+    /// wrote into `dir` before are removed, as its other outputs are rewritten.
     pub(crate) fn new(
         plan: &Plan,
         settings: &CapSettings,
         dir: Option<&Path>,
         active: &[ActiveWarning],
+        fresh: bool,
     ) -> Result<Self, CapError> {
-        let writer = CapWriter::new(settings.config.clone())?;
+        let mut writer = CapWriter::new(settings.config.clone())?;
         let dir = dir.map(CapDirSink::new).transpose()?;
+        if let (Some(dir), true) = (&dir, fresh) {
+            dir.clear_messages(&settings.config.identifier_prefix)?;
+        }
+        for a in active {
+            writer.resume_episode(&a.rule, &a.entity, a.episode_start, a.seq, a.since);
+        }
         let episodes = active
             .iter()
-            .map(|a| ((a.rule.clone(), a.entity.clone()), a.since))
+            .map(|a| ((a.rule.clone(), a.entity.clone()), a.episode_start))
             .collect();
         let mut out = CapOutput {
             writer,

@@ -242,6 +242,9 @@ pub struct ActiveWarning {
     pub level: String,
     /// Event time of the transition into the current episode's latest level.
     pub since: Millis,
+    /// Event time of the raise that opened the episode (equals `since` until it escalates
+    /// or downgrades): what identifies the episode in CAP output.
+    pub episode_start: Millis,
     /// Sequence number of that transition.
     pub seq: u64,
 }
@@ -261,6 +264,8 @@ struct RuleState {
     level: Option<usize>,
     seq: u64,
     level_since: Millis,
+    /// Event time of the raise that opened the current episode (meaningless without a level).
+    episode_start: Millis,
     hold_since: SmallVec<[Option<Millis>; 4]>,
     exit_since: Option<Millis>,
     clear_since: Option<Millis>,
@@ -594,6 +599,7 @@ impl Engine {
                         entity: e.name.clone(),
                         level: rule.levels[l].name.clone(),
                         since: rs.level_since,
+                        episode_start: rs.episode_start,
                         seq: rs.seq,
                     });
                 }
@@ -1605,6 +1611,9 @@ impl Engine {
         rs.level = next;
         rs.seq += 1;
         rs.level_since = t;
+        if kind == TransitionKind::Raise {
+            rs.episode_start = t;
+        }
         rs.exit_since = None;
         let seq = rs.seq;
         self.counters.transitions[r][TransitionKind::ALL

@@ -956,7 +956,7 @@ pub fn run_with(cfg: &RunConfig, opts: RunOptions) -> Result<Summary, RunError> 
     let (engine, history) = match &cfg.history {
         None => {
             let mut engine = Engine::new(plan, cfg.engine.clone());
-            out.cap = open_cap(cfg, &engine)?;
+            out.cap = open_cap(cfg, &engine, true)?;
             for b in &bad_forecasts {
                 out.dead_letter(b.dead_letter());
             }
@@ -992,7 +992,7 @@ pub fn run_with(cfg: &RunConfig, opts: RunOptions) -> Result<Summary, RunError> 
                 }
             };
             let mut engine = engine;
-            out.cap = open_cap(cfg, &engine)?;
+            out.cap = open_cap(cfg, &engine, resume.is_none())?;
             let journal = Rc::new(RefCell::new(Journal {
                 writer,
                 next_seq: resume.as_ref().map_or(0, |c| c.next_seq),
@@ -1116,8 +1116,9 @@ pub fn run_with(cfg: &RunConfig, opts: RunOptions) -> Result<Summary, RunError> 
     })
 }
 
-/// The CAP sink of a run (with `[output] cap`), knowing the warnings already open (a resume).
-fn open_cap(cfg: &RunConfig, engine: &Engine) -> Result<Option<CapOutput>, RunError> {
+/// The CAP sink of a run (with `[output] cap`), knowing the warnings already open (a
+/// resume); `fresh` when the run starts over (see `CapOutput::new`).
+fn open_cap(cfg: &RunConfig, engine: &Engine, fresh: bool) -> Result<Option<CapOutput>, RunError> {
     let (Some(dir), Some(settings)) = (&cfg.output.cap, &cfg.cap) else {
         return Ok(None);
     };
@@ -1126,6 +1127,7 @@ fn open_cap(cfg: &RunConfig, engine: &Engine) -> Result<Option<CapOutput>, RunEr
         settings,
         Some(dir),
         &engine.active_warnings(),
+        fresh,
     )
     .map(Some)
     .map_err(|e| RunError::Cap(vec![e.to_string()]))

@@ -46,6 +46,10 @@ skip-columns = ["begin_time"]
 warnings = "out/warnings.jsonl"
 status = "out/status.jsonl"
 dead-letter = "out/dead-letter.jsonl"
+cap = "out/cap"
+[cap]
+sender = "forewarn.test.example"
+status = "Exercise"
 [history]
 dir = "history"
 checkpoint-every = 3000
@@ -99,8 +103,23 @@ struct Outcome {
     warnings: Vec<String>,
     status: String,
     dead: String,
+    /// The CAP directory: (file name, contents), by name.
+    cap: Vec<(String, String)>,
     #[cfg(feature = "history")]
     history: Vec<Vec<String>>,
+}
+
+fn cap_files(dir: &Path) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = std::fs::read_dir(dir.join("out/cap"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(e.path()).unwrap())
+        })
+        .collect();
+    v.sort();
+    v
 }
 
 fn outcome(dir: &Path) -> Outcome {
@@ -108,6 +127,7 @@ fn outcome(dir: &Path) -> Outcome {
         warnings: warnings(dir),
         status: file(dir, "status.jsonl"),
         dead: file(dir, "dead-letter.jsonl"),
+        cap: cap_files(dir),
         #[cfg(feature = "history")]
         history: ["readings", "rejected", "warnings", "status"]
             .iter()
@@ -130,6 +150,17 @@ fn assert_same(reference: &Outcome, got: &Outcome, what: &str) {
         "{what}: status events differ"
     );
     assert!(reference.dead == got.dead, "{what}: dead letters differ");
+    // one CAP message per transition, the same files (identifiers, references) as without
+    // the kills: episodes open at a checkpoint go on with the identifier of their raise
+    let names = |o: &Outcome| o.cap.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        names(reference),
+        names(got),
+        "{what}: CAP file names differ"
+    );
+    for ((name, a), (_, b)) in reference.cap.iter().zip(&got.cap) {
+        assert!(a == b, "{what}: CAP message {name} differs");
+    }
     #[cfg(feature = "history")]
     for (k, (a, b)) in reference.history.iter().zip(&got.history).enumerate() {
         assert_eq!(a.len(), b.len(), "{what}: history kind {k} row count");
@@ -146,6 +177,7 @@ fn reference() -> (tempfile::TempDir, Outcome, Duration) {
     assert!(summary.contains("fresh start"), "{summary}");
     let o = outcome(dir.path());
     assert_eq!(o.warnings.len(), 4482, "{summary}");
+    assert_eq!(o.cap.len(), 4482, "one CAP message per transition");
     #[cfg(feature = "history")]
     {
         assert_eq!(

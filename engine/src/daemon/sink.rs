@@ -199,7 +199,7 @@ impl Sink {
         };
         let cap = match (&o.cap, &cfg.cap) {
             (Some(out), Some(settings)) => Some(
-                CapOutput::new(plan, settings, out.dir.as_deref(), active)
+                CapOutput::new(plan, settings, out.dir.as_deref(), active, false)
                     .context("CAP output ([output.cap])")?,
             ),
             _ => None,

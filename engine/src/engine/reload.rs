@@ -763,6 +763,7 @@ impl Engine {
                             level,
                             seq: o.seq,
                             level_since: o.level_since,
+                            episode_start: o.episode_start,
                             hold_since: map.level_old[r2]
                                 .iter()
                                 .map(|l| l.and_then(|l| o.hold_since[l]))
