@@ -1204,17 +1204,24 @@ impl Engine {
             self.counters.accepted += 1;
             slot.first_seen.get_or_insert(ts);
             slot.last_accepted = Some(slot.last_accepted.map_or(ts, |l| l.max(ts)));
-            if slot.status != DataStatus::Ok && !late {
+            // Status goes by sample age (semantics.md): a late sample young enough at the
+            // entity's evaluation time τ makes the feed ok too (at τ); an older one leaves it
+            // as it is (a first sample that old is found stale when the entity is evaluated).
+            let now = if late { tau.unwrap_or(ts) } else { ts };
+            let feed = &self.plan.feeds[f];
+            let young = feed.stale.or(feed.offline).is_none_or(|b| now - ts < b);
+            if slot.status != DataStatus::Ok && young {
                 let from = slot.status;
                 slot.status = DataStatus::Ok;
+                let last_sample = slot.last_accepted;
                 let ent = &self.entities[e as usize];
                 out.status(StatusEvent {
                     entity: ent.name.clone(),
-                    feed: self.plan.feeds[f].name.clone(),
+                    feed: feed.name.clone(),
                     from,
                     to: DataStatus::Ok,
-                    time: ts,
-                    last_sample: Some(ts),
+                    time: now,
+                    last_sample,
                 });
             }
             self.activate_rules(e, f);
