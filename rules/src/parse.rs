@@ -139,10 +139,18 @@ impl<'a> Parser<'a> {
                 d = d.note(format!("`{s}` is a keyword"));
             }
         }
-        if matches!(t.tok, Tok::Eof) {
-            // point just after the last token rather than at the end of trailing comments
-            let e = self.prev_end();
+        let e = self.prev_end();
+        let line_break = self
+            .src
+            .get(e..t.span.start)
+            .is_some_and(|between| between.contains('\n'));
+        if matches!(t.tok, Tok::Eof) || (self.pos > 0 && line_break) {
+            // What is missing belongs at the end of the previous token (the end of its
+            // line), not at the next line's first token or the end of trailing comments.
             d.span = Span::new(e, e);
+            if !matches!(t.tok, Tok::Eof) {
+                d = d.note(format!("the next line starts with {}", t.tok.describe()));
+            }
         }
         self.diags.push(d);
     }
