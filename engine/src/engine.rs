@@ -1209,8 +1209,9 @@ impl Engine {
             // as it is (a first sample that old is found stale when the entity is evaluated).
             let now = if late { tau.unwrap_or(ts) } else { ts };
             let feed = &self.plan.feeds[f];
-            let young = feed.stale.or(feed.offline).is_none_or(|b| now - ts < b);
-            if slot.status != DataStatus::Ok && young {
+            if slot.status != DataStatus::Ok
+                && feed.stale.or(feed.offline).is_none_or(|b| now - ts < b)
+            {
                 let from = slot.status;
                 slot.status = DataStatus::Ok;
                 let last_sample = slot.last_accepted;
